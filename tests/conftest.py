@@ -1,0 +1,21 @@
+"""Shared pytest fixtures and paths.
+
+Tests that read `../shared` (ML-1M, fixtures) skip cleanly when it is absent, so the suite
+passes on a clean machine without it.
+"""
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED = pathlib.Path(os.environ.get("LATENTCRS_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def shared_path(*parts: str) -> pathlib.Path:
+  """Returns a path under ../shared, skipping the calling test when it does not exist."""
+  path = SHARED.joinpath(*parts)
+  if not path.exists():
+    pytest.skip(f"{path} not available on this machine")
+  return path
