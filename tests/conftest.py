@@ -14,8 +14,8 @@ SHARED = pathlib.Path(os.environ.get("LATENTCRS_SHARED", REPO_ROOT.parent / "sha
 
 
 def shared_path(*parts: str) -> pathlib.Path:
-  """Returns a path under ../shared, skipping the calling test when it does not exist."""
-  path = SHARED.joinpath(*parts)
-  if not path.exists():
-    pytest.skip(f"{path} not available on this machine")
-  return path
+    """Returns a path under ../shared, skipping the calling test when it does not exist."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not available on this machine")
+    return path
