@@ -1,0 +1,23 @@
+"""The embedded default: MovieLens ml-latest-small, shipped inside the package.
+
+Main job (all stages):
+  make run   # = python -m launch.run --config=configs/ml_latest_small.py --workdir=...
+Prepare only:
+  python -m launch.prepare --config=configs/ml_latest_small.py --workdir=workdirs/mls
+Variant `:faithful` flips every bug switch to the authors' behaviour.
+"""
+
+from configs import base
+
+
+def get_config(arg: str | None = None):
+    config = base.get_base_config()
+    config.data.name = "ml-latest-small"
+    config.data.reader = "movielens_csv"  # ratings.csv, movies.csv, tags.csv
+    config.data.data_dir = "bundled:ml-latest-small"
+    config.data.domain = "movies"
+    if arg == "faithful":
+        base.apply_faithful(config)
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r}; expected 'faithful' or nothing")
+    return config

@@ -1,0 +1,8 @@
+"""The base of every error caused by the user's input (files, configs, ids, text).
+
+Binaries print such errors as one clear line instead of a traceback (see launch/common.py).
+"""
+
+
+class UserInputError(Exception):
+    """Bad input from the user: its message alone says what is wrong and where."""
