@@ -1,0 +1,121 @@
+"""The LatentCRS networks (method.md 3.2): posterior q(m|u) and prior p(m|u,x), p(y|m).
+
+Shapes: d = backbone hidden size (= intent dim), K intents, N items, D_x = text dim.
+Both networks take the frozen backbone's user state h_u [B, d] (computed outside, see
+`training/em_data.py`) and item embeddings E [N+1, d]; each owns its own intent matrix,
+initialised from the backbone's L2-normalised centroids.
+
+Posterior: q(m|u) = softmax_m((W_q h + b_q) . (W_k c'_m + b_k) / sqrt(d));
+           score_q(y) = (sum_m q_m (W_v c'_m + b_v)) . e_y.
+Prior:     t = Linear(D_x -> 1024, no bias) -> Dropout -> LayerNorm -> ReLU -> Linear(-> d);
+           h_mux = MLP([h; t]) (128 -> 64 -> d, ReLU after every layer, optional LayerNorm);
+           p(m|u,x) = softmax_m(h_mux . c_m); s(m, y) = (W_I c_m + b_I) . e_y;
+           S(u, x, y) = sum_m p_m s(m, y) = (W_I (p @ C) + b_I) . e_y.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from latentcrs_jax.models.torch_init import TorchDense
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorConfig:
+    """Sizes and switches of the prior network."""
+
+    text_hidden: int = 1024  # Width of the text projection's hidden layer.
+    text_dropout: float = 0.5  # Dropout inside the text projection (authors: 0.5).
+    mlp_hidden: tuple[int, ...] = (128, 64)  # Hidden widths of the fusion MLP.
+    mlp_layer_norm: bool = True  # Authors' bug: their LayerNorm is never applied (7.4).
+
+
+def _init_from(values: jax.Array):
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        assert tuple(shape) == tuple(values.shape), (shape, values.shape)
+        return jnp.asarray(values, dtype)
+
+    return init
+
+
+class Posterior(nn.Module):
+    """q(m|u): attention of the behaviour state over the posterior's own intents."""
+
+    intents_init: jax.Array  # float32[K, d] initial intent matrix (centroids).
+
+    def setup(self):
+        k, d = self.intents_init.shape
+        self.intents = self.param("intents", _init_from(self.intents_init), (k, d))
+        self.query = TorchDense(d, name="query")
+        self.key = TorchDense(d, name="key")
+        self.value = TorchDense(d, name="value")
+
+    def distribution(self, h: jax.Array) -> jax.Array:
+        """q(m|u): h float32[B, d] -> probabilities float32[B, K]."""
+        d = h.shape[-1]
+        logits = self.query(h) @ self.key(self.intents).T / jnp.sqrt(d)
+        return jax.nn.softmax(logits, axis=-1)
+
+    def user_vector(self, q: jax.Array) -> jax.Array:
+        """sum_m q_m (W_v c'_m + b_v): q float32[B, K] -> float32[B, d]."""
+        return q @ self.value(self.intents)
+
+    def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Returns (q [B, K], the user vector [B, d] scored against item embeddings)."""
+        q = self.distribution(h)
+        return q, self.user_vector(q)
+
+
+class Prior(nn.Module):
+    """p(m|u,x) from behaviour and text, and the item-given-intent score s(m, y)."""
+
+    intents_init: jax.Array  # float32[K, d] initial intent matrix (centroids).
+    config: PriorConfig = PriorConfig()
+
+    def setup(self):
+        k, d = self.intents_init.shape
+        cfg = self.config
+        self.intents = self.param("intents", _init_from(self.intents_init), (k, d))
+        self.text_in = TorchDense(cfg.text_hidden, use_bias=False, name="text_in")
+        self.text_dropout = nn.Dropout(cfg.text_dropout)
+        self.text_norm = nn.LayerNorm(epsilon=1e-5, name="text_norm")
+        self.text_out = TorchDense(d, name="text_out")
+        widths = (*cfg.mlp_hidden, d)
+        self.mlp = [TorchDense(w, name=f"mlp_{j}") for j, w in enumerate(widths)]
+        self.mlp_norms = [
+            nn.LayerNorm(epsilon=1e-5, name=f"mlp_norm_{j}") for j in range(len(widths))
+        ]
+        self.item_intent = TorchDense(d, name="item_intent")  # W_I, b_I (`linear_intent`)
+
+    def text_projection(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        """x float32[B, D_x] -> t float32[B, d]."""
+        t = self.text_in(x)
+        t = self.text_dropout(t, deterministic=deterministic)
+        t = nn.relu(self.text_norm(t))
+        return self.text_out(t)
+
+    def distribution(self, h: jax.Array, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        """p(m|u,x): h float32[B, d], x float32[B, D_x] -> float32[B, K]."""
+        z = jnp.concatenate([h, self.text_projection(x, deterministic=deterministic)], -1)
+        for dense, norm in zip(self.mlp, self.mlp_norms):
+            z = dense(z)
+            if self.config.mlp_layer_norm:
+                z = norm(z)
+            z = nn.relu(z)
+        return jax.nn.softmax(z @ self.intents.T, axis=-1)
+
+    def intent_item_vectors(self) -> jax.Array:
+        """W_I c_m + b_I for every intent: float32[K, d]."""
+        return self.item_intent(self.intents)
+
+    def mixture_vector(self, p: jax.Array) -> jax.Array:
+        """W_I (p @ C) + b_I = sum_m p_m (W_I c_m + b_I) (as sum_m p_m = 1): float32[B, d]."""
+        return self.item_intent(p @ self.intents)
+
+    def __call__(self, h, x, *, deterministic: bool):
+        """Returns (p [B, K], the mixture user vector [B, d])."""
+        p = self.distribution(h, x, deterministic=deterministic)
+        return p, self.mixture_vector(p)
