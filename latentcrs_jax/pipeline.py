@@ -14,6 +14,7 @@ from absl import logging
 
 from latentcrs_jax.data import prepare as prepare_lib
 from latentcrs_jax.data import stats as stats_lib
+from latentcrs_jax.simulator import stage as simulate_stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,10 @@ def _prepare(config, workdir: pathlib.Path) -> str:
     return stats_lib.format_table(ds.stats, ds.name)
 
 
-STAGES: tuple[Stage, ...] = (Stage("prepare", _prepare),)
+STAGES: tuple[Stage, ...] = (
+    Stage("prepare", _prepare),
+    Stage("simulate", simulate_stage.run),
+)
 
 
 def run(config, workdir: str | pathlib.Path, emit: Callable[[str], None] = logging.info) -> None:

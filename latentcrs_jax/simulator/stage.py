@@ -1,0 +1,77 @@
+"""The simulate stage: the first-turn utterance x_u of every sample, into `<workdir>/utterances`.
+
+Writes `<split>.jsonl` (one `Utterance.to_dict()` per sample, in sample order, plus its key)
+and a manifest fingerprinted by the dataset's content hash and `config.simulator`; a finished
+stage is skipped. The LLM path keeps its append-only response cache in the same folder, so an
+interrupted run resumes without repeating calls.
+"""
+
+import json
+import pathlib
+
+from absl import logging
+
+from latentcrs_jax import fileio, stage_manifest
+from latentcrs_jax.data import dataset as dataset_lib
+from latentcrs_jax.data import prepare as prepare_lib
+from latentcrs_jax.simulator import api
+from latentcrs_jax.simulator.state import Utterance
+
+
+def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(workdir) / "utterances"
+
+
+def _fingerprint(config, workdir) -> str:
+    manifest = dataset_lib.read_manifest(prepare_lib.data_dir(workdir))
+    return stage_manifest.fingerprint(data=manifest["content_hash"], simulator=config.simulator)
+
+
+def run(config, workdir: str | pathlib.Path) -> str:
+    """Simulates every split unless already done; returns a one-paragraph summary."""
+    out = stage_dir(workdir)
+    fp = _fingerprint(config, workdir)
+    if stage_manifest.is_complete(out, fp):
+        logging.info("simulate: %s is complete; skipping", out)
+        return _summary(stage_manifest.read(out)["stats"])
+    ds = dataset_lib.load(prepare_lib.data_dir(workdir), config.data)
+    stats = {}
+    for split, samples in ds.splits.items():
+        keys = [ds.sample_key(split, i) for i in range(len(samples))]
+        utts = api.simulate_first_turns(
+            samples.history,
+            samples.target,
+            keys,
+            ds.items,
+            ds.domain,
+            config.simulator,
+            cache_path=out / "llm_cache.jsonl",
+        )
+        lines = [
+            json.dumps({"key": k, **u.to_dict()}, ensure_ascii=False) for k, u in zip(keys, utts)
+        ]
+        fileio.write_text(out / f"{split}.jsonl", "\n".join(lines) + "\n")
+        stats[split] = api.utterance_stats(utts)
+        logging.info("simulate %s: %s", split, stats[split])
+    stage_manifest.write(out, fp, stats=stats)
+    return _summary(stats)
+
+
+def _summary(stats: dict) -> str:
+    rows = [f"{split}: {json.dumps(s, sort_keys=True)}" for split, s in stats.items()]
+    return "utterances\n" + "\n".join(rows)
+
+
+def load_utterances(workdir: str | pathlib.Path, split: str) -> list[Utterance]:
+    """The utterances of one split, in sample order (raises if the stage has not run)."""
+    path = stage_dir(workdir) / f"{split}.jsonl"
+    if stage_manifest.read(stage_dir(workdir)) is None:
+        raise FileNotFoundError(f"{path}: run the simulate stage first (launch/simulate.py)")
+    with path.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    return [Utterance.from_dict({k: v for k, v in r.items() if k != "key"}) for r in rows]
+
+
+def load_texts(workdir: str | pathlib.Path, split: str) -> list[str]:
+    """Just the utterance texts of one split."""
+    return [u.text for u in load_utterances(workdir, split)]

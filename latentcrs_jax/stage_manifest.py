@@ -1,0 +1,55 @@
+"""Completion manifests of pipeline stages: a stage is done when its manifest matches.
+
+Each stage writes `<stage dir>/manifest.json` last (atomically) with a fingerprint of what it
+was made from: its config section(s) and the content hash of its inputs. A later run compares
+fingerprints: equal means complete (skip); different means the stage must be redone, and the
+stage refuses to mix outputs of two configs.
+"""
+
+import hashlib
+import json
+import pathlib
+from typing import Any
+
+from latentcrs_jax import fileio
+
+MANIFEST = "manifest.json"
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    return json.loads(json.dumps(value, sort_keys=True, default=list))
+
+
+def fingerprint(**inputs: Any) -> str:
+    """sha256 over the canonical JSON of the named inputs (configs, upstream hashes)."""
+    blob = json.dumps(_plain(inputs), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def read(stage_dir: str | pathlib.Path) -> dict[str, Any] | None:
+    """The stage's manifest, or None when the stage never finished."""
+    path = pathlib.Path(stage_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def is_complete(stage_dir: str | pathlib.Path, fp: str) -> bool:
+    """True when the stage finished with exactly this fingerprint."""
+    manifest = read(stage_dir)
+    return manifest is not None and manifest.get("fingerprint") == fp
+
+
+def write(stage_dir: str | pathlib.Path, fp: str, **info: Any) -> None:
+    """Marks the stage complete (call after every output is in place)."""
+    fileio.write_json(pathlib.Path(stage_dir) / MANIFEST, {"fingerprint": fp, **_plain(info)})
+
+
+def content_hash(stage_dir: str | pathlib.Path) -> str:
+    """The fingerprint recorded by a finished upstream stage (its identity downstream)."""
+    manifest = read(stage_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"{stage_dir} has not finished (no {MANIFEST})")
+    return manifest.get("content_hash") or manifest["fingerprint"]
