@@ -16,15 +16,23 @@ from latentcrs_jax import fileio
 MANIFEST = "manifest.json"
 
 
-def _plain(value: Any) -> Any:
+def _default(value: Any) -> Any:
+    """JSON fallback: ConfigDicts as dicts, tuples/sets/arrays as lists."""
     if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    return json.loads(json.dumps(value, sort_keys=True, default=list))
+        return value.to_dict()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return list(value)
+
+
+def to_plain(value: Any) -> Any:
+    """Canonical JSON-ready copy of configs, tuples and arrays (for hashing and manifests)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=_default))
 
 
 def fingerprint(**inputs: Any) -> str:
     """sha256 over the canonical JSON of the named inputs (configs, upstream hashes)."""
-    blob = json.dumps(_plain(inputs), sort_keys=True).encode()
+    blob = json.dumps(to_plain(inputs), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -44,7 +52,7 @@ def is_complete(stage_dir: str | pathlib.Path, fp: str) -> bool:
 
 def write(stage_dir: str | pathlib.Path, fp: str, **info: Any) -> None:
     """Marks the stage complete (call after every output is in place)."""
-    fileio.write_json(pathlib.Path(stage_dir) / MANIFEST, {"fingerprint": fp, **_plain(info)})
+    fileio.write_json(pathlib.Path(stage_dir) / MANIFEST, {"fingerprint": fp, **to_plain(info)})
 
 
 def content_hash(stage_dir: str | pathlib.Path) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from latentcrs_jax import fileio
+from latentcrs_jax import fileio, stage_manifest
 from latentcrs_jax.data.errors import DataError, DatasetMismatchError
 
 FORMAT_VERSION = 1
@@ -91,14 +91,8 @@ class ProcessedDataset:
 
 def config_hash(data_config: dict[str, Any]) -> str:
     """sha256 over the canonical JSON of the data config."""
-    blob = json.dumps(data_config, sort_keys=True, default=list).encode()
+    blob = json.dumps(stage_manifest.to_plain(data_config), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
-
-
-def _canonical(data_config) -> dict[str, Any]:
-    if hasattr(data_config, "to_dict"):
-        data_config = data_config.to_dict()
-    return json.loads(json.dumps(data_config, sort_keys=True, default=list))
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -116,7 +110,7 @@ def save(
     stats: dict[str, Any],
 ) -> None:
     """Writes a processed dataset atomically into `data_dir` (replacing any old one)."""
-    cfg = _canonical(data_config)
+    cfg = stage_manifest.to_plain(data_config)
     lengths = np.asarray([len(s) for s in sequences], np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     with fileio.atomic_directory(data_dir) as tmp:
@@ -161,7 +155,7 @@ def read_manifest(data_dir: str | pathlib.Path) -> dict[str, Any]:
 
 def check_config(manifest: dict[str, Any], data_config, data_dir) -> None:
     """Raises DatasetMismatchError naming the fields where `data_config` differs."""
-    cfg = _canonical(data_config)
+    cfg = stage_manifest.to_plain(data_config)
     if config_hash(cfg) == manifest["config_hash"]:
         return
     old = manifest["data_config"]
