@@ -1,0 +1,62 @@
+"""Small file helpers of the text stage: line-per-text files and atomic writes.
+
+Atomic writes go to a temporary sibling that is fsync'ed and then renamed onto the target with
+`os.replace` (atomic on POSIX), so an interrupted run leaves either the old file or the new one,
+never a half-written one. Temporary names start with "." and end with ".tmp".
+"""
+
+import contextlib
+import os
+import pathlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from latentcrs_jax import fileio
+from latentcrs_jax.text.errors import TextFileNotFoundError, TextInputError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Opens a temporary sibling of `path` for binary writing; renames it onto `path` on success.
+
+    The data is fsync'ed before the rename (`fileio.atomic_path`). On an exception inside the
+    block the temporary file is removed and `path` is untouched.
+    """
+    with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Writes one array as `.npy` atomically (no pickle)."""
+    with atomic_open(path) as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Reads a UTF-8 file with one text per line.
+
+    Lines split on "\\n" only (a trailing "\\r" is dropped, so CRLF files work); other Unicode
+    line separators stay inside their text. A final newline does not add an empty text, but
+    empty lines in between are kept as empty texts.
+
+    Raises:
+        FileNotFoundError: naming the file.
+        ValueError: naming the file when it is not valid UTF-8.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise TextFileNotFoundError(f"Text file not found: {path}")
+    try:
+        content = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TextInputError(f"{path} is not valid UTF-8: {e}") from e
+    if content == "":
+        return []
+    lines = content.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]

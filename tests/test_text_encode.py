@@ -1,0 +1,203 @@
+"""Tests for latentcrs_jax.text.encode: parity with sentence-transformers through the real
+batched/bucketed path, bucketing and the compile bound, order, empty texts, the binary."""
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, shared_path
+
+from configs import base
+from latentcrs_jax.text import bert, encode, weights
+
+TINY = bert.BertConfig(
+    hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The default all-MiniLM-L6-v2 encoder, loaded once for the module."""
+    return encode.TextEncoder.load()
+
+
+@pytest.fixture(scope="module")
+def parity():
+    data = np.load(shared_path("fixtures", "minilm_parity.npz"), allow_pickle=False)
+    return [str(s) for s in data["sentences"]], data["embeddings"], data["token_counts"]
+
+
+def _tiny_encoder(**kwargs):
+    """Random tiny BERT with the real MiniLM tokenizer (vocab 30522), short buckets."""
+    dummy = np.zeros((1, 1), np.int32)
+    shapes = jax.eval_shape(bert.SentenceEncoder(TINY).init, jax.random.key(0), dummy, dummy)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(
+        lambda x: rng.normal(0.0, 0.5, x.shape).astype(np.float32), shapes["params"]
+    )
+    tokenizer = weights.load_tokenizer(weights.default_model_dir(), 512)
+    kwargs = {"max_length": 64, "buckets": (8, 16, 32), "batch_size": 4, **kwargs}
+    return encode.TextEncoder(TINY, params, tokenizer, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny_encoder()
+
+
+def _texts(n, seed=0):
+    """n texts of 0..~40 words (so every bucket up to 64 tokens is used)."""
+    rng = np.random.default_rng(seed)
+    words = ["movie", "great", "sci-fi", "a", "the", "thriller", "comedy", "90s", "jazz"]
+    return [" ".join(rng.choice(words, size=rng.integers(0, 45))) for _ in range(n)]
+
+
+def test_parity_with_sentence_transformers(minilm, parity):
+    sentences, reference, token_counts = parity
+    counts = [len(ids) for ids in minilm.tokenize(sentences)]
+    np.testing.assert_array_equal(counts, token_counts)
+    ours = minilm.encode(sentences, batch_size=8)  # The real bucketed path, 3 buckets used.
+    assert ours.shape == reference.shape and ours.dtype == np.float32
+    cosine = np.sum(ours * reference, 1) / (
+        np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1)
+    )
+    assert cosine.min() >= 0.99999, (cosine.argmin(), cosine.min())
+    assert np.abs(ours - reference).max() <= 1e-4
+
+
+def test_minilm_defaults(minilm):
+    assert minilm.dim == 384 and minilm.max_length == 256
+    assert minilm.buckets == (16, 32, 64, 128, 256)
+    assert minilm.model_id.startswith("all-MiniLM-L6-v2-") and minilm.model_id.endswith("len256")
+    np.testing.assert_array_equal(minilm.tokenize(["", "  "]), [[101, 102], [101, 102]])
+
+
+def test_plan_batches_covers_every_text_once():
+    lengths = [3, 17, 5, 40, 2, 16, 9, 33, 8, 8, 64, 1]
+    plan = encode.plan_batches(lengths, (8, 16, 32, 64), batch_size=3)
+    indices = np.concatenate([idx for idx, _ in plan])
+    np.testing.assert_array_equal(np.sort(indices), np.arange(len(lengths)))
+    for idx, length in plan:
+        assert 1 <= len(idx) <= 3 and length in (8, 16, 32, 64)
+        assert all(lengths[i] <= length for i in idx)
+        assert all(encode.bucket_length(lengths[i], (8, 16, 32, 64)) == length for i in idx)
+    assert [length for _, length in plan] == sorted(length for _, length in plan)
+    # The six lengths <= 8 fill two full batches of bucket 8.
+    assert [len(idx) for idx, length in plan if length == 8] == [3, 3]
+
+
+def test_bucket_helpers():
+    assert encode.normalize_buckets((64, 16, 16, 512), 256) == (16, 64, 256)
+    assert encode.normalize_buckets((16, 32), 20) == (16, 20)
+    assert encode.bucket_length(16, (16, 32)) == 16 and encode.bucket_length(17, (16, 32)) == 32
+    with pytest.raises(ValueError, match="largest bucket"):
+        encode.bucket_length(33, (16, 32))
+    with pytest.raises(ValueError, match="max_length"):
+        encode.normalize_buckets((16,), 1)
+    with pytest.raises(ValueError, match="batch_size"):
+        encode.plan_batches([3], (8,), 0)
+
+
+def test_compiles_at_most_once_per_bucket():
+    encoder = _tiny_encoder()
+    lengths = [len(ids) for ids in encoder.tokenize(_texts(40))]
+    assert {encode.bucket_length(n, encoder.buckets) for n in lengths} == {8, 16, 32, 64}
+    for seed in range(2):  # Different texts and counts, same shapes.
+        encoder.encode(_texts(30 + seed, seed))
+    assert encoder.num_traces == 4  # One per bucket: (4, 8), (4, 16), (4, 32), (4, 64).
+    encoder.encode(["one short text"])
+    assert encoder.num_traces == 4
+
+
+def test_order_and_batch_composition(tiny):
+    texts = _texts(23, seed=5) + ["", "", "dup", "dup"]
+    together = tiny.encode(texts)
+    alone = np.stack([tiny.encode([t])[0] for t in texts[::4]])
+    np.testing.assert_allclose(together[::4], alone, atol=1e-6)
+    perm = np.random.default_rng(0).permutation(len(texts))
+    shuffled = tiny.encode([texts[i] for i in perm])  # Other batch mates, same shapes.
+    np.testing.assert_allclose(shuffled, together[perm], atol=1e-6)
+    np.testing.assert_array_equal(together[-1], together[-2])
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, rtol=1e-5)
+
+
+def test_empty_inputs_and_truncation(tiny):
+    assert tiny.encode([]).shape == (0, 16)
+    empty = tiny.encode([""])
+    assert empty.shape == (1, 16) and np.all(np.isfinite(empty))
+    long_ids = tiny.tokenize(["word " * 500])[0]
+    assert len(long_ids) == 64 and long_ids[0] == 101 and long_ids[-1] == 102
+    with pytest.raises(TypeError, match="text 1 is a int"):
+        tiny.tokenize(["ok", 3])
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        encode.TextEncoder(TINY, tiny.params, tiny.tokenizer, max_length=1024)
+
+
+def test_benchmark_reports_throughput(tiny):
+    result = encode.benchmark_encoder(tiny, _texts(8), batch_size=4, repeats=2)
+    assert result["num_texts"] == 8 and len(result["seconds"]) == 2
+    assert result["sentences_per_s"] > 0 and result["tokens_per_s"] > result["sentences_per_s"]
+
+
+def test_tokenization_matches_transformers(minilm):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoTokenizer.from_pretrained(weights.default_model_dir())
+    texts = ["Émile's café — ÜBER!", "日本のアニメ", "", "tabs\tand\nnewlines", "x " * 300]
+    ours = minilm.tokenize(texts)
+    theirs = hf([t.strip() for t in texts], truncation=True, max_length=256)["input_ids"]
+    assert ours == theirs
+
+
+def test_settings_from_config_match_library_defaults():
+    text = base.get_base_config().text
+    assert encode.TextSettings.from_config(text) == encode.TextSettings()
+    text.buckets = [8, 16]
+    assert encode.TextSettings.from_config(text).buckets == (8, 16)
+
+
+def test_precomputed_settings(tmp_path):
+    table = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "e.npy", table)
+    (tmp_path / "ids.txt").write_text("a\nb\nc\n", encoding="utf-8")
+    settings = encode.TextSettings(
+        precomputed_npy=str(tmp_path / "e.npy"), precomputed_ids=str(tmp_path / "ids.txt")
+    )
+    np.testing.assert_array_equal(encode.embed_texts(["c", "a"], settings), table[[2, 0]])
+    with pytest.raises(ValueError, match="1 of 2 texts have no precomputed embedding: 'zz'"):
+        encode.embed_texts(["a", "zz"], settings)
+
+
+def _run_binary(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "launch.encode", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_binary_texts_mode(tmp_path, minilm):
+    texts = ["I like sci-fi thrillers.", "", "Émile's café"]
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    proc = _run_binary(f"--texts={tmp_path / 't.txt'}", f"--out={out}")
+    assert proc.returncode == 0, proc.stderr
+    written = np.load(out)
+    assert written.dtype == np.float32 and written.shape == (3, 384)
+    np.testing.assert_allclose(written, minilm.encode(texts), atol=1e-6)
+
+
+def test_binary_bad_input_is_one_clear_line(tmp_path):
+    (tmp_path / "t.txt").write_text("hello\n", encoding="utf-8")
+    proc = _run_binary(
+        f"--texts={tmp_path / 't.txt'}",
+        f"--out={tmp_path / 'o.npy'}",
+        f"--config.text.encoder_dir={tmp_path / 'no_model'}",
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "no_model" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.npy").exists()
