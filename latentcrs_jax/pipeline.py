@@ -2,7 +2,7 @@
 
 A stage is complete when its outputs exist and were made with the current config (each stage
 checks its own manifest). Stages only read what earlier stages wrote into the workdir.
-Stages are added here as they land; `run` reports which stage runs and the overall progress.
+Each stage module exposes `run(config, workdir) -> summary`.
 """
 
 import dataclasses
@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from absl import logging
 
-from latentcrs_jax.data import prepare as prepare_lib
-from latentcrs_jax.data import stats as stats_lib
+from latentcrs_jax.data import prepare as prepare_stage
 from latentcrs_jax.simulator import stage as simulate_stage
+from latentcrs_jax.text import stage as encode_stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,24 +25,29 @@ class Stage:
     run: Callable[[object, pathlib.Path], str]
 
 
-def _prepare(config, workdir: pathlib.Path) -> str:
-    ds = prepare_lib.prepare(config.data, workdir)
-    return stats_lib.format_table(ds.stats, ds.name)
-
-
 STAGES: tuple[Stage, ...] = (
-    Stage("prepare", _prepare),
+    Stage("prepare", prepare_stage.run),
     Stage("simulate", simulate_stage.run),
+    Stage("encode", encode_stage.run),
 )
 
 
-def run(config, workdir: str | pathlib.Path, emit: Callable[[str], None] = logging.info) -> None:
-    """Runs every stage in order; each one skips itself when its outputs are complete."""
+def run(
+    config,
+    workdir: str | pathlib.Path,
+    emit: Callable[[str], None] = logging.info,
+    until: str | None = None,
+) -> None:
+    """Runs the stages in order (up to and including `until`); finished ones skip themselves."""
+    names = [s.name for s in STAGES]
+    if until is not None and until not in names:
+        raise ValueError(f"unknown stage {until!r}; stages are {names}")
+    stages = STAGES[: names.index(until) + 1] if until else STAGES
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    for k, stage in enumerate(STAGES, 1):
-        emit(f"[{k}/{len(STAGES)}] {stage.name} (elapsed {time.time() - start:.0f}s)")
+    for k, stage in enumerate(stages, 1):
+        emit(f"[{k}/{len(stages)}] {stage.name} (elapsed {time.time() - start:.0f}s)")
         summary = stage.run(config, workdir)
         if summary:
             emit(summary)

@@ -1,5 +1,9 @@
 r"""Encode stage: texts -> sentence embeddings with the Flax text encoder.
 
+Workdir mode: the utterances and item texts of a prepared, simulated workdir (runs prepare and
+simulate first when they are missing) -> <workdir>/embeddings/{train,valid,test,items}.npy.
+  python -m launch.encode --config=configs/ml_latest_small.py --workdir=workdirs/mls
+
 Standalone mode: one UTF-8 text per line -> float32 [N, D] `.npy` in line order.
   python -m launch.encode --texts=texts.txt --out=embeddings.npy \
       [--config=configs/ml_latest_small.py] [--config.text.encoder_dir=/path/to/hf_model_dir]
@@ -13,6 +17,7 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
+from latentcrs_jax import pipeline
 from latentcrs_jax.text import encode, files
 from latentcrs_jax.text.errors import TextInputError
 from launch import common
@@ -27,6 +32,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _TEXTS = flags.DEFINE_string("texts", None, "Standalone mode: UTF-8 file, one text per line.")
 _OUT = flags.DEFINE_string("out", None, "Standalone mode: output .npy, float32 [N, D].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir mode: the experiment directory.")
 
 
 def encode_texts_file(config, texts_path: str, out_path: str) -> None:
@@ -47,8 +53,10 @@ def main(argv):
         if not _OUT.value:
             raise app.UsageError("--texts needs --out=FILE.npy")
         encode_texts_file(_CONFIG.value, _TEXTS.value, _OUT.value)
+    elif _WORKDIR.value:
+        pipeline.run(_CONFIG.value, _WORKDIR.value, emit=print, until="encode")
     else:
-        raise app.UsageError("nothing to do: pass --texts=FILE --out=FILE.npy")
+        raise app.UsageError("nothing to do: pass --workdir=DIR, or --texts=FILE --out=FILE.npy")
 
 
 if __name__ == "__main__":

@@ -19,3 +19,14 @@ def shared_path(*parts: str) -> pathlib.Path:
     if not path.exists():
         pytest.skip(f"{path} not available on this machine")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoded_workdir(tmp_path_factory):
+    """A workdir with the tiny config prepared, simulated and encoded (built once per worker)."""
+    from configs import tiny
+    from latentcrs_jax import pipeline
+
+    workdir = tmp_path_factory.mktemp("tiny_encoded")
+    pipeline.run(tiny.get_config(), workdir, until="encode")
+    return workdir

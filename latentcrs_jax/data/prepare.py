@@ -75,3 +75,9 @@ def prepare(data_config, workdir: str | pathlib.Path) -> dataset.ProcessedDatase
         return dataset.load(target, data_config)
     dataset.save(target, **build(data_config))
     return dataset.load(target, data_config)
+
+
+def run(config, workdir: str | pathlib.Path) -> str:
+    """The prepare stage of the pipeline: prepares (or reuses) and returns the statistics table."""
+    ds = prepare(config.data, workdir)
+    return stats.format_table(ds.stats, ds.name)
