@@ -1,0 +1,272 @@
+"""SASRec as in ICLRec (`rec_models_cp.py:SASRecModel`), in Flax Linen.
+
+Architecture (method.md section 2.1):
+* item embedding [N+1, D] (row 0 = PAD, initialised like every other row and never updated by
+  the losses because PAD positions are masked) + learned absolute position embedding [L, D]
+  -> TF-style LayerNorm (eps 1e-12 inside the sqrt) -> dropout;
+* `num_layers` post-LN blocks: multi-head self-attention (Q/K/V/dense Linear(D, D), scale
+  1/sqrt(D/heads), additive mask (1 - key_not_pad * causal) * -10000, dropout on the
+  probabilities) -> dense -> dropout -> LN(x + input); FFN Linear(D, 4D) -> exact-erf GELU ->
+  Linear(4D, D) -> dropout -> LN(x + input);
+* init: kernels and embeddings ~ N(0, init_range), biases 0, LayerNorm (1, 0).
+
+Sequences are left-padded to `max_len` with 0; positions run 0..L-1 from the left, so the
+last item always sits at position L-1 and the user state h_u is the output at the last position.
+
+ICLRec's item table has max_item + 2 rows; the extra last row is never used by its losses or its
+evaluation, so ours has N + 1 rows.
+
+The additive -10000 (rather than -inf) is kept on purpose: for left-pad query rows every key is
+masked, the constant cancels in the softmax and those rows attend to all keys, exactly like the
+authors' model. Those rows matter because ICLRec's contrastive losses pool over all L positions.
+Real (non-pad) positions are strictly causal.
+"""
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class SASRecConfig:
+    """Hyperparameters of the SASRec backbone.
+
+    Attributes:
+      num_items: N; real items are 1..N, 0 is PAD.
+      max_len: L, the (left-padded) input length and the number of positions.
+      hidden: D.
+      num_layers: Transformer blocks.
+      num_heads: attention heads (D must be divisible by it).
+      ffn_mult: FFN inner size = ffn_mult * D.
+      hidden_dropout: dropout after embeddings, attention output and FFN.
+      attn_dropout: dropout on the attention probabilities.
+      init_range: std of the normal initialiser.
+      ln_eps: LayerNorm epsilon (inside the sqrt).
+      remat: recompute each block's activations in the backward pass (`nn.remat`) instead of
+        storing them: ~1/10 of the activation memory for ~1/3 more compute. Same numbers.
+    """
+
+    num_items: int
+    max_len: int = 200
+    hidden: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    ffn_mult: int = 4
+    hidden_dropout: float = 0.5
+    attn_dropout: float = 0.5
+    init_range: float = 0.02
+    ln_eps: float = 1e-12
+    remat: bool = False
+
+    def __post_init__(self):
+        if self.hidden % self.num_heads:
+            raise ValueError(f"hidden={self.hidden} not divisible by num_heads={self.num_heads}")
+        if self.num_items < 1 or self.max_len < 1:
+            raise ValueError(f"need num_items >= 1 and max_len >= 1, got {self}")
+
+
+class TFLayerNorm(nn.Module):
+    """TF-style LayerNorm: (x - mean) / sqrt(var + eps) * w + b, two-pass variance."""
+
+    eps: float = 1e-12
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        w = self.param("scale", nn.initializers.ones, (d,))
+        b = self.param("bias", nn.initializers.zeros, (d,))
+        u = x.mean(-1, keepdims=True)
+        s = jnp.square(x - u).mean(-1, keepdims=True)
+        return (x - u) / jnp.sqrt(s + self.eps) * w + b
+
+
+def dropout_keep_mask(rng: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
+    """Bernoulli(1 - rate) keep mask from 8-bit random draws (4 per random uint32).
+
+    Drawing one byte per element instead of one 32-bit word cuts the cost of random-bit
+    generation (the dominant cost of attention dropout on CPU) by 4x. The rate is quantised to
+    a multiple of 1/256 (0.5 exactly; 0.2 -> 51/256); `dropout` rescales by the quantised rate.
+
+    Args:
+      rng: PRNG key.
+      shape: mask shape.
+      rate: drop probability.
+
+    Returns:
+      bool[shape], True = keep.
+    """
+    n = math.prod(shape)
+    words = jax.random.bits(rng, (-(-n // 4),), jnp.uint32)
+    draws = jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(-1)[:n].reshape(shape)
+    return draws >= jnp.uint8(round(rate * 256))
+
+
+class Dropout(nn.Module):
+    """Inverted dropout with `dropout_keep_mask` (rng stream "dropout")."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        threshold = round(self.rate * 256)
+        if deterministic or threshold == 0:
+            return x
+        if threshold >= 256:
+            return jnp.zeros_like(x)
+        keep = dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
+        return jnp.where(keep, x * (256.0 / (256 - threshold)), 0.0).astype(x.dtype)
+
+
+def _dense(cfg: SASRecConfig, features: int, name: str) -> nn.Dense:
+    return nn.Dense(
+        features,
+        kernel_init=nn.initializers.normal(cfg.init_range),
+        bias_init=nn.initializers.zeros,
+        name=name,
+    )
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention + dense + dropout + post-LN residual."""
+
+    cfg: SASRecConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask_add: jax.Array, deterministic: bool) -> jax.Array:
+        """x: float32[B, L, D]; mask_add: float32[B, 1, L, L] additive mask.
+
+        `deterministic` is positional here (not keyword-only) so that `nn.remat` can mark it
+        static; the public SASRec call keeps it keyword-only.
+        """
+        cfg = self.cfg
+        b, seq_len, d = x.shape
+        dh = d // cfg.num_heads
+
+        def heads(t):  # [B, L, D] -> [B, H, L, dh]
+            return t.reshape(b, seq_len, cfg.num_heads, dh).transpose(0, 2, 1, 3)
+
+        q = heads(_dense(cfg, d, "query")(x))
+        k = heads(_dense(cfg, d, "key")(x))
+        v = heads(_dense(cfg, d, "value")(x))
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(dh) + mask_add
+        probs = jax.nn.softmax(scores, axis=-1)
+        probs = Dropout(cfg.attn_dropout)(probs, deterministic=deterministic)
+        ctx = jnp.einsum("bhqk,bhkd->bhqd", probs, v).transpose(0, 2, 1, 3).reshape(b, seq_len, d)
+        out = _dense(cfg, d, "dense")(ctx)
+        out = Dropout(cfg.hidden_dropout)(out, deterministic=deterministic)
+        return TFLayerNorm(cfg.ln_eps, name="ln")(out + x)
+
+
+class FeedForward(nn.Module):
+    """Linear -> exact GELU -> Linear -> dropout -> post-LN residual."""
+
+    cfg: SASRecConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        """x: float32[B, L, D] -> float32[B, L, D] (`deterministic` positional, see above)."""
+        cfg = self.cfg
+        h = _dense(cfg, cfg.ffn_mult * cfg.hidden, "dense_1")(x)
+        h = jax.nn.gelu(h, approximate=False)
+        h = _dense(cfg, cfg.hidden, "dense_2")(h)
+        h = Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
+        return TFLayerNorm(cfg.ln_eps, name="ln")(h + x)
+
+
+def attention_mask(item_ids: jax.Array) -> jax.Array:
+    """Additive mask (1 - key_not_pad * causal) * -10000.
+
+    Args:
+      item_ids: int32[B, L] left-padded item ids.
+
+    Returns:
+      float32[B, 1, L, L]; 0 where query i may attend key j (j <= i and item j != 0).
+    """
+    seq_len = item_ids.shape[1]
+    causal = jnp.tril(jnp.ones((seq_len, seq_len), dtype=bool))
+    allowed = causal[None, None] & (item_ids > 0)[:, None, None, :]
+    return (1.0 - allowed.astype(jnp.float32)) * -10000.0
+
+
+class SASRec(nn.Module):
+    """The SASRec backbone; call it for all-position outputs."""
+
+    cfg: SASRecConfig
+
+    def setup(self):
+        cfg = self.cfg
+        init = nn.initializers.normal(cfg.init_range)
+        self.item_embed = nn.Embed(cfg.num_items + 1, cfg.hidden, embedding_init=init)
+        self.pos_embed = nn.Embed(cfg.max_len, cfg.hidden, embedding_init=init)
+        self.emb_ln = TFLayerNorm(cfg.ln_eps)
+        self.emb_dropout = Dropout(cfg.hidden_dropout)
+        attn_cls = nn.remat(SelfAttention, static_argnums=(3,)) if cfg.remat else SelfAttention
+        ffn_cls = nn.remat(FeedForward, static_argnums=(2,)) if cfg.remat else FeedForward
+        self.attn = [attn_cls(cfg) for _ in range(cfg.num_layers)]
+        self.ffn = [ffn_cls(cfg) for _ in range(cfg.num_layers)]
+
+    def __call__(
+        self, item_ids: jax.Array, *, deterministic: bool, right_aligned: bool = False
+    ) -> jax.Array:
+        """All-position outputs.
+
+        Args:
+          item_ids: int32[B, L] left-padded item ids, L <= max_len.
+          deterministic: disables dropout (eval mode).
+          right_aligned: position ids max_len-L..max_len-1 instead of 0..L-1, i.e. exactly
+            the outputs (at real positions) of the same rows left-padded to max_len, without
+            computing the all-padding columns. Equal to the default when L == max_len.
+
+        Returns:
+          float32[B, L, D].
+        """
+        seq_len = item_ids.shape[1]
+        if seq_len > self.cfg.max_len:
+            raise ValueError(f"sequence length {seq_len} > max_len {self.cfg.max_len}")
+        first = self.cfg.max_len - seq_len if right_aligned else 0
+        positions = jnp.arange(first, first + seq_len)
+        x = self.item_embed(item_ids) + self.pos_embed(positions)[None]
+        x = self.emb_dropout(self.emb_ln(x), deterministic=deterministic)
+        mask_add = attention_mask(item_ids)
+        for attn, ffn in zip(self.attn, self.ffn):
+            x = attn(x, mask_add, deterministic)
+            x = ffn(x, deterministic)
+        return x
+
+    def user_state(self, item_ids: jax.Array, *, deterministic: bool) -> jax.Array:
+        """h_u: the output at the last position.
+
+        Args:
+          item_ids: int32[B, L] left-padded item ids.
+          deterministic: disables dropout.
+
+        Returns:
+          float32[B, D].
+        """
+        return self(item_ids, deterministic=deterministic)[:, -1, :]
+
+    def item_embeddings(self) -> jax.Array:
+        """The item table float32[N+1, D] (row 0 = PAD)."""
+        return self.item_embed.embedding
+
+    def score_all(self, item_ids: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """h_u . e_y for every item id: float32[B, N+1] (PAD column included, unmasked)."""
+        return self.user_state(item_ids, deterministic=deterministic) @ self.item_embeddings().T
+
+
+def init_params(cfg: SASRecConfig, rng: jax.Array) -> dict:
+    """Initialises SASRec parameters.
+
+    Args:
+      cfg: the model config.
+      rng: PRNG key.
+
+    Returns:
+      The Flax variables dict {"params": ...}.
+    """
+    model = SASRec(cfg)
+    dummy = jnp.zeros((1, cfg.max_len), jnp.int32)
+    return model.init(rng, dummy, deterministic=True)

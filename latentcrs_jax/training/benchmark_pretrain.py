@@ -1,0 +1,133 @@
+"""Throughput of the backbone: training sequences/s and full-ranking users/s (not a test).
+
+`benchmark(...)` builds an ML-1M-sized synthetic problem (or takes real sequences), compiles
+the real train and eval steps of `pretrain.PretrainTask`, and times steady-state steps. One
+"sequence" is one length-L training input's forward + backward (all positions); for the iclrec
+loss that includes its augmented views, as in the authors' per-batch timing.
+
+  python -c "from latentcrs_jax.training import benchmark_pretrain as b; print(b.benchmark())"
+"""
+
+import resource
+import time
+
+import jax
+import numpy as np
+
+from latentcrs_jax.models import sasrec
+from latentcrs_jax.training import pretrain, sharding
+
+
+def _synthetic_sequences(num_users: int, num_items: int, mean_len: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.geometric(1.0 / mean_len, size=num_users), 20, 2000)
+    return [rng.choice(np.arange(1, num_items + 1), size=n, replace=False) for n in lengths]
+
+
+def benchmark(
+    loss: str = "ce",
+    num_items: int = 3500,
+    num_users: int = 6040,
+    mean_len: int = 165,
+    max_len: int = 200,
+    hidden: int = 64,
+    num_layers: int = 2,
+    batch_size: int = 256,
+    n_views: int = 3,
+    num_intents: int = 512,
+    augment_window: int = 0,
+    remat: bool = False,
+    ce_chunk: int = 4096,
+    train_steps: int = 5,
+    eval_batches: int = 5,
+    sequences=None,
+) -> dict:
+    """Times the train step and the full-ranking eval step.
+
+    Args:
+      loss: "ce" or "iclrec".
+      num_items: N (ignored when `sequences` is given with its own ids; must cover them).
+      num_users: synthetic users.
+      mean_len: mean synthetic sequence length (ML-1M: ~165).
+      max_len: L.
+      hidden: D.
+      num_layers: blocks.
+      batch_size: train and eval batch.
+      n_views: iclrec views.
+      num_intents: K (centroids are random; K-means time is reported separately).
+      augment_window: see PretrainConfig.
+      remat: recompute block activations in backward (PretrainConfig.remat).
+      ce_chunk: positions per chunk of the fused CE (PretrainConfig.ce_chunk).
+      train_steps: timed train steps (after one compile step).
+      eval_batches: timed eval batches (after one compile batch).
+      sequences: optional real sequences.
+
+    Returns:
+      dict with train_seq_per_s, rank_users_per_s, kmeans_s, compile times, peak_rss_gb.
+    """
+    seqs = sequences or _synthetic_sequences(num_users, num_items, mean_len)
+    mesh = sharding.make_mesh()
+    model_cfg = sasrec.SASRecConfig(
+        num_items=num_items, max_len=max_len, hidden=hidden, num_layers=num_layers
+    )
+    cfg = pretrain.PretrainConfig(
+        loss=loss,
+        batch_size=batch_size,
+        eval_batch_size=batch_size,
+        n_views=n_views,
+        num_intents=num_intents,
+        augment_window=augment_window,
+        remat=remat,
+        ce_chunk=ce_chunk,
+    )
+    data = pretrain.build_sequence_data(seqs, num_items, max_len, augment_window)
+    task = pretrain.PretrainTask(data, model_cfg, cfg, mesh)
+    repl = sharding.replicated(mesh)
+    state = jax.jit(task.create_state, out_shardings=repl)(jax.random.PRNGKey(0))
+    t0 = time.perf_counter()
+    kmeans_s = float("nan")
+    if loss == "iclrec":
+        state = task.on_epoch_start(state, 0)
+        kmeans_s = time.perf_counter() - t0
+    step = jax.jit(task.train_step, donate_argnums=(0,), out_shardings=(repl, repl))
+    batches = task.train_batches(0)
+    placed = [
+        sharding.place_batch(next(batches), mesh)
+        for _ in range(min(train_steps + 1, task.num_train_batches()))
+    ]
+    t0 = time.perf_counter()
+    state, m = step(state, placed[0])
+    jax.block_until_ready(m)
+    compile_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for b in placed[1:]:
+        state, m = step(state, b)
+    jax.block_until_ready(m)
+    train_s = (time.perf_counter() - t0) / max(len(placed) - 1, 1)
+
+    ev = jax.jit(task.eval_step)
+    eb = [
+        sharding.place_batch(b, mesh)
+        for _, b in zip(range(eval_batches + 1), task.eval_batches("test"))
+    ]
+    t0 = time.perf_counter()
+    jax.block_until_ready(ev(state, eb[0]))
+    compile_eval = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = [ev(state, b) for b in eb[1:]]
+    jax.block_until_ready(out)
+    eval_s = (time.perf_counter() - t0) / max(len(eb) - 1, 1)
+    return {
+        "loss": loss,
+        "devices": jax.device_count(),
+        "batch_size": batch_size,
+        "max_len": max_len,
+        "num_items": num_items,
+        "train_step_s": train_s,
+        "train_seq_per_s": batch_size / train_s,
+        "rank_users_per_s": batch_size / eval_s,
+        "kmeans_s": kmeans_s,
+        "compile_train_s": compile_train,
+        "compile_eval_s": compile_eval,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }

@@ -1,0 +1,96 @@
+"""Metrics as JSONL in the workdir, and progress logs with samples/s and ETA (absl logging).
+
+Each JSONL line is one record `{"epoch": e, "step": s, "<split>/<name>": value, ...}`. On resume
+the file is cut back to the records of epochs that the restored checkpoint covers, so a run
+killed and restarted writes exactly the lines of a run that was never killed.
+"""
+
+import json
+import math
+import pathlib
+import time
+from collections.abc import Mapping
+
+from absl import logging
+
+from latentcrs_jax import fileio
+
+
+def _clean(value):
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+class MetricsWriter:
+    """Appends metric records to `<dir>/metrics.jsonl`."""
+
+    def __init__(self, path: str | pathlib.Path):
+        self.path = pathlib.Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def truncate_after_epoch(self, last_epoch: int) -> None:
+        """Keeps only records with epoch <= last_epoch (-1 removes everything)."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if line.strip() and json.loads(line).get("epoch", math.inf) <= last_epoch:
+                kept.append(line)
+        fileio.write_text(self.path, "".join(k + "\n" for k in kept))
+
+    def write(self, epoch: int, step: int, metrics: Mapping[str, float]) -> None:
+        """Appends one record and flushes."""
+        record = {"epoch": int(epoch), "step": int(step)}
+        record.update({k: _clean(v) for k, v in sorted(metrics.items())})
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def read(self) -> list[dict]:
+        """All records so far."""
+        if not self.path.exists():
+            return []
+        text = self.path.read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class ProgressLogger:
+    """Logs `samples/s` and the ETA of the current epoch every `every_s` seconds."""
+
+    def __init__(self, name: str, total_steps: int, every_s: float = 30.0):
+        self.name, self.total_steps, self.every_s = name, total_steps, every_s
+        self.start = self.last = time.perf_counter()
+        self.samples = 0
+
+    def update(self, step_in_epoch: int, samples: int, sync=None) -> None:
+        """Call after each step with the samples it processed.
+
+        Args:
+          step_in_epoch: 0-based index of the step just dispatched.
+          samples: real samples in it.
+          sync: optional callable that blocks until the step has run; called before logging,
+            so that rates count finished work, not asynchronously dispatched work.
+        """
+        self.samples += samples
+        now = time.perf_counter()
+        if now - self.last < self.every_s and step_in_epoch + 1 < self.total_steps:
+            return
+        if sync is not None:
+            sync()
+            now = time.perf_counter()
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        done = step_in_epoch + 1
+        eta = elapsed / done * (self.total_steps - done)
+        logging.info(
+            "%s: step %d/%d, %.1f samples/s, elapsed %.0fs, ETA %.0fs",
+            self.name,
+            done,
+            self.total_steps,
+            self.samples / elapsed,
+            elapsed,
+            eta,
+        )
+
+    def rate(self) -> float:
+        """Samples per second since the start."""
+        return self.samples / max(time.perf_counter() - self.start, 1e-9)

@@ -1,0 +1,141 @@
+"""Tests for the generic Trainer (latentcrs_jax.training.loop) with a tiny fake task."""
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from latentcrs_jax.evaluation import ranking
+from latentcrs_jax.training import early_stopping, loop
+
+N_IDS = 6
+
+
+class FakeTask:
+    """Scores = x @ w over 6 ids; targets come from a fixed rule so the model can learn."""
+
+    def __init__(self, nan_at_step=None, batch_size=4, max_traces=False):
+        rng = np.random.default_rng(0)
+        self.x = rng.normal(size=(10, 3)).astype(np.float32)
+        self.target = (np.argmax(self.x @ rng.normal(size=(3, N_IDS - 1)), 1) + 1).astype(np.int32)
+        self.nan_at_step = nan_at_step
+        self.batch_size = batch_size
+        self.train_step = self._train_step
+        if max_traces:  # chex counts traces per function across instances: reset first.
+            chex.clear_trace_counter()
+            self.train_step = chex.assert_max_traces(self._train_step, n=1)
+
+    def create_state(self, rng):
+        params = {"w": jax.random.normal(rng, (3, N_IDS)) * 0.1}
+        return loop.TrainState.create(params, optax.sgd(0.5), rng)
+
+    def num_train_batches(self):
+        return 3
+
+    def train_batches(self, epoch):
+        order = np.random.default_rng([1, epoch]).permutation(10)
+        for s in range(0, 10, self.batch_size):
+            rows = order[s : s + self.batch_size]
+            yield next(ranking.padded_batches({"x": self.x[rows], "t": self.target[rows]}, 4))
+
+    def _train_step(self, state, batch):
+        def loss_fn(params):
+            logits = batch["x"] @ params["w"]
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["t"])
+            return jnp.sum(ce * batch["valid"]) / jnp.sum(batch["valid"])
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        if self.nan_at_step is not None:
+            loss = jnp.where(state.step == self.nan_at_step, jnp.nan, loss)
+        return state.apply_gradients(grads), {"loss": loss}
+
+    def eval_batches(self, split):
+        return ranking.padded_batches({"x": self.x, "t": self.target}, 4)
+
+    def eval_step(self, state, batch):
+        scores = batch["x"] @ state.params["w"]
+        return ranking.full_ranking_metrics(scores, batch["t"], valid=batch["valid"], ks=(1, 2))
+
+    def on_epoch_start(self, state, epoch):
+        return state
+
+
+def _cfg(**kw):
+    base = dict(max_epochs=4, patience=10, early_stop_metric="valid/ndcg@2", seed=3)
+    base.update(kw)
+    return loop.TrainerConfig(**base)
+
+
+def _metric_lines(path):
+    out = []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        out.append({k: v for k, v in rec.items() if "seconds" not in k and "per_s" not in k})
+    return out
+
+
+def test_fit_compiles_once_and_writes_metrics(tmp_path):
+    trainer = loop.Trainer(_cfg(), tmp_path)
+    res = trainer.fit(FakeTask(max_traces=True))
+    assert trainer.train_step_traces == 1  # the padded last batch does not retrace
+    lines = _metric_lines(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in lines] == [0, 1, 2, 3, 4]
+    assert "final/test/hit@1" in lines[-1]
+    assert lines[-1]["step"] == int(res.best_state.step) and res.epochs_run == 4
+    assert lines[3]["train/loss"] < lines[0]["train/loss"]
+    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    assert final["best_epoch"] == res.best_epoch
+
+
+def test_kill_and_resume_gives_identical_metrics(tmp_path):
+    straight = loop.Trainer(_cfg(), tmp_path / "a").fit(FakeTask())
+
+    class Crash(Exception):
+        pass
+
+    class CrashingTask(FakeTask):
+        def train_batches(self, epoch):
+            for i, b in enumerate(super().train_batches(epoch)):
+                if epoch == 2 and i == 1:
+                    raise Crash()
+                yield b
+
+    with pytest.raises(Crash):
+        loop.Trainer(_cfg(), tmp_path / "b").fit(CrashingTask())
+    resumed_trainer = loop.Trainer(_cfg(), tmp_path / "b")
+    resumed = resumed_trainer.fit(FakeTask())
+    assert _metric_lines(tmp_path / "a" / "metrics.jsonl") == _metric_lines(
+        tmp_path / "b" / "metrics.jsonl"
+    )
+    assert resumed.final_metrics == straight.final_metrics
+    chex.assert_trees_all_equal(resumed.best_state.params, straight.best_state.params)
+    # Running again after completion changes nothing.
+    again = loop.Trainer(_cfg(), tmp_path / "b").fit(FakeTask())
+    assert again.final_metrics == straight.final_metrics and again.epochs_run == 4
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(FloatingPointError, match="at step 4.*after epoch 0"):
+        loop.Trainer(_cfg(), tmp_path).fit(FakeTask(nan_at_step=4))
+    lines = _metric_lines(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in lines] == [0]
+
+
+def test_early_stopping_stops_and_resumes_state():
+    es = early_stopping.EarlyStopping("m", patience=2)
+    assert es.update({"m": 0.1}, 0) and not es.should_stop
+    assert not es.update({"m": 0.1}, 1)  # equal is not better
+    assert not es.update({"m": 0.05}, 2) and es.should_stop
+    again = early_stopping.EarlyStopping("m", patience=2)
+    again.load_state_dict(json.loads(json.dumps(es.state_dict())))
+    assert (again.best, again.best_epoch, again.should_stop) == (0.1, 0, True)
+    fresh = early_stopping.EarlyStopping("loss", patience=1, mode="min")
+    assert fresh.update({"loss": 3.0}, 0) and fresh.update({"loss": 2.0}, 1)
+    with pytest.raises(KeyError, match="not in"):
+        fresh.update({"other": 1.0}, 2)
+    with pytest.raises(ValueError, match="mode"):
+        early_stopping.EarlyStopping("m", patience=1, mode="up")

@@ -1,0 +1,211 @@
+"""Tests for latentcrs_jax.training.pretrain: data cut points, negatives, determinism, resume,
+1 vs 4 devices, single compilation, and the written artefacts."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from latentcrs_jax.models import sasrec
+from latentcrs_jax.training import pretrain, sharding
+
+N_ITEMS = 30
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _sequences(num_users=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        rng.choice(np.arange(1, N_ITEMS + 1), size=int(rng.integers(5, 14)), replace=False)
+        for _ in range(num_users)
+    ]
+
+
+MODEL = sasrec.SASRecConfig(num_items=N_ITEMS, max_len=8, hidden=8, num_layers=1, num_heads=2)
+
+
+def _cfg(**kw):
+    base = dict(
+        loss="iclrec", batch_size=8, eval_batch_size=8, max_epochs=3, patience=5,
+        num_intents=3, n_views=2, kmeans_redo=1, kmeans_iters=5, ks=(5, 10, 15, 20),
+    )  # fmt: skip
+    base.update(kw)
+    return pretrain.PretrainConfig(**base)
+
+
+def test_cut_points_and_padding():
+    seqs = [np.arange(1, 11), np.array([3, 4, 5])]
+    d = pretrain.build_sequence_data(seqs, 12, max_len=4)
+    np.testing.assert_array_equal(d.train_users, [0])  # 3 items: no training sample
+    np.testing.assert_array_equal(d.train_input[0], [4, 5, 6, 7])  # S[:-3], last 4
+    np.testing.assert_array_equal(d.train_target[0], [5, 6, 7, 8])  # S[1:-2]
+    np.testing.assert_array_equal(d.train_full[0], [1, 2, 3, 4, 5, 6, 7])  # whole S[:-3]
+    v, t = d.eval["valid"], d.eval["test"]
+    np.testing.assert_array_equal(v["target"], [9, 4])
+    np.testing.assert_array_equal(v["input"][1], [0, 0, 0, 3])  # S[:-2]
+    np.testing.assert_array_equal(v["exclude"][0], np.arange(1, 9))  # whole prefix, not last 4
+    np.testing.assert_array_equal(t["target"], [10, 5])
+    with pytest.raises(ValueError, match="outside 1..12"):
+        pretrain.build_sequence_data([np.array([1, 13, 2, 3])], 12, 4)
+
+
+def test_negatives_avoid_the_whole_user_sequence():
+    seqs = [np.arange(1, 9), np.array([9, 10])]
+    d = pretrain.build_sequence_data(seqs, 10, max_len=4)
+    rng = np.random.default_rng(0)
+    negs = pretrain.sample_negatives(rng, np.array([0, 1]), (2, 500), 10, d.user_item_keys)
+    assert set(negs[0].tolist()) == {9, 10}  # user 0 consumed 1..8
+    assert set(negs[1].tolist()) == set(range(1, 9))
+    with pytest.raises(ValueError, match="did not converge"):
+        pretrain.sample_negatives(rng, np.array([0]), (1, 3), 8, d.user_item_keys, max_rounds=5)
+
+
+@pytest.mark.parametrize("loss", ["iclrec", "ce"])
+def test_same_seed_gives_bit_identical_first_step(loss):
+    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    mesh = sharding.make_mesh()
+    task = pretrain.PretrainTask(data, MODEL, _cfg(loss=loss), mesh)
+    step = jax.jit(task.train_step)
+    metrics = []
+    for _ in range(2):  # everything rebuilt from the seed: state, K-means, batch, step RNG
+        state = task.create_state(jax.random.PRNGKey(1))
+        state = task.on_epoch_start(state, 0)
+        batch = sharding.place_batch(next(task.train_batches(0)), mesh)
+        metrics.append(jax.device_get(step(state, batch)[1]))
+    chex.assert_trees_all_equal(metrics[0], metrics[1])
+    assert np.isfinite(metrics[0]["loss"])
+    if loss == "iclrec":
+        assert metrics[0]["instance_loss"] > 0 and metrics[0]["intent_loss"] > 0
+
+
+def _records(path):
+    keep = []
+    for line in pathlib.Path(path).read_text().splitlines():
+        rec = json.loads(line)
+        keep.append({k: v for k, v in rec.items() if "seconds" not in k and "per_s" not in k})
+    return keep
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """A persistent compilation cache, so runs that rebuild the same step compile it once."""
+    old = (
+        jax.config.jax_compilation_cache_dir,
+        jax.config.jax_persistent_cache_min_compile_time_secs,
+    )
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+
+
+def test_run_resume_and_artefacts(tmp_path):
+    seqs = _sequences()
+    straight = pretrain.run(seqs, N_ITEMS, MODEL, _cfg(max_epochs=3), tmp_path / "a")
+    # "Kill" after 2 epochs (a shorter run), then restart with the full budget: it resumes.
+    pretrain.run(seqs, N_ITEMS, MODEL, _cfg(max_epochs=2), tmp_path / "b")
+    resumed = pretrain.run(seqs, N_ITEMS, MODEL, _cfg(max_epochs=3), tmp_path / "b")
+    assert _records(tmp_path / "a" / "metrics.jsonl") == _records(tmp_path / "b" / "metrics.jsonl")
+    for k, v in straight.items():
+        if "seconds" not in k:
+            assert resumed[k] == v, k
+    for name in ("intents.npy", "centroids.npy", "assignments.npy"):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name)
+        )
+    intents = np.load(tmp_path / "a" / "intents.npy")
+    assert intents.shape == (3, 8)
+    np.testing.assert_allclose(np.linalg.norm(intents, axis=1), 1.0, rtol=1e-5)
+    assign = np.load(tmp_path / "a" / "assignments.npy")
+    assert assign.shape == (20,) and assign.min() >= 0 and assign.max() < 3
+    model_cfg, params, loaded = pretrain.load_backbone(tmp_path / "a")
+    assert model_cfg == MODEL
+    np.testing.assert_array_equal(loaded, intents)
+    assert params["params"]["item_embed"]["embedding"].shape == (N_ITEMS + 1, 8)
+
+
+def test_ce_run_compiles_once(tmp_path):
+    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    from latentcrs_jax.training import loop
+
+    task = pretrain.PretrainTask(data, MODEL, _cfg(loss="ce", ce_chunk=16), sharding.make_mesh())
+    trainer = loop.Trainer(loop.TrainerConfig(max_epochs=2, patience=5), tmp_path)
+    trainer.fit(task)  # 20 users, batch 8: the last batch of each epoch is padded
+    assert trainer.train_step_traces == 1
+
+
+def test_bad_config_errors():
+    with pytest.raises(ValueError, match="'iclrec' or 'ce'"):
+        pretrain.PretrainConfig(loss="bce")
+    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    with pytest.raises(ValueError, match="lower pretrain.num_intents"):
+        pretrain.PretrainTask(data, MODEL, _cfg(num_intents=50), sharding.make_mesh())
+
+
+_MULTI_DEVICE = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    from jax.sharding import Mesh
+    sys.path.insert(0, sys.argv[1])
+    from tests.test_pretrain import MODEL, N_ITEMS, _cfg, _sequences
+    from latentcrs_jax.training import pretrain, sharding
+    assert jax.device_count() == 4, jax.devices()
+    data = pretrain.build_sequence_data(_sequences(24), N_ITEMS, MODEL.max_len)
+    out = {}
+    for n in (1, 4):
+        mesh = Mesh(np.array(jax.devices()[:n]), ("data",))
+        task = pretrain.PretrainTask(data, MODEL, _cfg(), mesh)
+        repl = sharding.replicated(mesh)
+        state = jax.jit(task.create_state, out_shardings=repl)(jax.random.PRNGKey(1))
+        step = jax.jit(task.train_step, donate_argnums=(0,), out_shardings=(repl, repl))
+        losses = []
+        for epoch in range(2):
+            state = task.on_epoch_start(state, epoch)
+            for batch in task.train_batches(epoch):
+                state, m = step(state, sharding.place_batch(batch, mesh))
+                losses.append(float(m["loss"]))
+        out[n] = losses
+    print(json.dumps(out))
+    """
+)
+
+
+def test_one_vs_four_devices_same_loss_trajectory():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", _MULTI_DEVICE, str(REPO)],
+        env=env, capture_output=True, text=True, timeout=600, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    one, four = np.array(out["1"]), np.array(out["4"])
+    assert len(one) == 6
+    np.testing.assert_allclose(four, one, atol=1e-5, rtol=0)
+
+
+def test_length_buckets_cover_every_user_once_with_enough_width():
+    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    task = pretrain.PretrainTask(
+        data, MODEL, _cfg(loss="ce", length_buckets=4), sharding.make_mesh()
+    )
+    seen = []
+    for batch in task.train_batches(0):
+        width = batch["input"].shape[1]
+        assert width in (2, 4, 6, 8)
+        rows = batch["input"][batch["valid"]]
+        seen.extend(tuple(r[r > 0]) for r in rows)
+        assert np.all((batch["target"][batch["valid"]] > 0).sum(1) <= width)
+    want = [tuple(r[r > 0]) for r in data.train_input]
+    assert sorted(seen) == sorted(want)
+    with pytest.raises(ValueError, match="length_buckets needs"):
+        _cfg(length_buckets=4)

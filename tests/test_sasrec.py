@@ -1,0 +1,129 @@
+"""Tests for latentcrs_jax.models.sasrec: shapes, causality, padding invariance, init, LN."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from latentcrs_jax.models import sasrec
+
+CFG = sasrec.SASRecConfig(num_items=30, max_len=8, hidden=16, num_layers=2, num_heads=2)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return sasrec.init_params(CFG, jax.random.key(0))
+
+
+def _seq():
+    return jnp.array([[0, 0, 0, 4, 9, 2, 7, 5], [3, 1, 8, 8, 2, 6, 11, 30]], jnp.int32)
+
+
+def test_shapes_and_methods(params):
+    model = sasrec.SASRec(CFG)
+    out = model.apply(params, _seq(), deterministic=True)
+    assert out.shape == (2, 8, 16) and out.dtype == jnp.float32
+    h = model.apply(params, _seq(), deterministic=True, method=sasrec.SASRec.user_state)
+    np.testing.assert_array_equal(h, out[:, -1])
+    table = model.apply(params, method=sasrec.SASRec.item_embeddings)
+    assert table.shape == (31, 16)
+    scores = model.apply(params, _seq(), method=sasrec.SASRec.score_all)
+    np.testing.assert_allclose(scores, h @ table.T, rtol=1e-6)
+    # A shorter input (L < max_len) is accepted; a longer one is an error.
+    assert model.apply(params, _seq()[:, -5:], deterministic=True).shape == (2, 5, 16)
+    with pytest.raises(ValueError, match="max_len"):
+        model.apply(params, jnp.ones((1, 9), jnp.int32), deterministic=True)
+
+
+def test_init_statistics(params):
+    p = params["params"]
+    emb = np.asarray(p["item_embed"]["embedding"])
+    assert abs(emb.std() - 0.02) < 0.004
+    assert np.all(np.asarray(p["attn_0"]["query"]["bias"]) == 0)
+    assert np.all(np.asarray(p["ffn_1"]["ln"]["scale"]) == 1)
+    assert p["ffn_0"]["dense_1"]["kernel"].shape == (16, 64)
+
+
+def test_causal_for_real_positions(params):
+    model = sasrec.SASRec(CFG)
+    seq = _seq()
+    changed = seq.at[:, -1].set(jnp.array([13, 14]))
+    a = model.apply(params, seq, deterministic=True)
+    b = model.apply(params, changed, deterministic=True)
+    # Real positions before the changed one are unchanged; the last position changes.
+    np.testing.assert_array_equal(a[0, 3:-1], b[0, 3:-1])
+    np.testing.assert_array_equal(a[1, :-1], b[1, :-1])
+    assert not np.allclose(a[:, -1], b[:, -1])
+
+
+def test_padding_invariance(params):
+    model = sasrec.SASRec(CFG)
+    seq = _seq()
+    base = model.apply(params, seq, deterministic=True)
+    # The PAD embedding row never reaches a real position.
+    p2 = jax.tree_util.tree_map(lambda x: x, params)
+    emb = p2["params"]["item_embed"]["embedding"]
+    p2["params"]["item_embed"]["embedding"] = emb.at[0].set(5.0)
+    moved = model.apply(p2, seq, deterministic=True)
+    np.testing.assert_allclose(moved[0, 3:], base[0, 3:], atol=1e-6)
+    # Batch padding rows do not change other rows.
+    padded = jnp.concatenate([seq, jnp.zeros((3, 8), jnp.int32)])
+    np.testing.assert_allclose(model.apply(params, padded, deterministic=True)[:2], base, atol=1e-6)
+
+
+def test_dropout_is_keyed_and_off_when_deterministic(params):
+    model = sasrec.SASRec(CFG)
+    seq = _seq()
+    det = model.apply(params, seq, deterministic=True)
+    d1 = model.apply(params, seq, deterministic=False, rngs={"dropout": jax.random.key(1)})
+    d1b = model.apply(params, seq, deterministic=False, rngs={"dropout": jax.random.key(1)})
+    d2 = model.apply(params, seq, deterministic=False, rngs={"dropout": jax.random.key(2)})
+    np.testing.assert_array_equal(d1, d1b)
+    assert not np.allclose(d1, d2) and not np.allclose(d1, det)
+
+
+def test_tf_layernorm_matches_numpy():
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    ln = sasrec.TFLayerNorm(eps=1e-12)
+    v = ln.init(jax.random.key(0), x)
+    got = ln.apply(v, x)
+    want = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_mask_values():
+    m = sasrec.attention_mask(jnp.array([[0, 2, 3]]))
+    want = -10000.0 * np.array([[1, 1, 1], [1, 0, 1], [1, 0, 0]], np.float32)
+    np.testing.assert_array_equal(m[0, 0], want)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="divisible"):
+        sasrec.SASRecConfig(num_items=5, hidden=10, num_heads=3)
+
+
+def test_right_aligned_trimmed_input_equals_full_padding(params):
+    model = sasrec.SASRec(CFG)
+    seq = _seq()[:1]  # 5 real items, 3 pad columns
+    full = model.apply(params, seq, deterministic=True)
+    trimmed = model.apply(params, seq[:, 3:], deterministic=True, right_aligned=True)
+    np.testing.assert_allclose(trimmed, full[:, 3:], atol=1e-6)
+    np.testing.assert_array_equal(
+        model.apply(params, seq, deterministic=True, right_aligned=True), full
+    )
+
+
+def test_remat_gives_same_outputs_and_grads(params):
+    seq = _seq()
+    rngs = {"dropout": jax.random.key(3)}
+
+    def loss(model, p):
+        return jnp.sum(model.apply(p, seq, deterministic=False, rngs=rngs) ** 2)
+
+    plain = sasrec.SASRec(CFG)
+    remat = sasrec.SASRec(sasrec.SASRecConfig(**{**CFG.__dict__, "remat": True}))
+    np.testing.assert_allclose(loss(remat, params), loss(plain, params), rtol=1e-6)
+    g_plain = jax.grad(lambda p: loss(plain, p))(params)
+    g_remat = jax.grad(lambda p: loss(remat, p))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_remat)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
