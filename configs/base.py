@@ -68,13 +68,107 @@ def get_text_config() -> ml_collections.ConfigDict:
     return t
 
 
+def get_backbone_config() -> ml_collections.ConfigDict:
+    """Backbone section: the SASRec architecture (method.md section 2.1)."""
+    b = ml_collections.ConfigDict()
+    b.hidden = 64  # Hidden size D (= intent dimension).
+    b.num_layers = 2  # Transformer blocks (ML-1M, CDs: 2; Video Games: 3).
+    b.num_heads = 2  # Attention heads.
+    b.hidden_dropout = 0.5  # Dropout on embeddings, attention output and FFN (ICLRec 0.5).
+    b.attn_dropout = 0.5  # Dropout on attention probabilities (ICLRec 0.5).
+    b.max_len = 200  # Input length L, left-padded (ICLRec: 200 for ML-1M, 50 otherwise).
+    b.init_range = 0.02  # Std of the normal initialiser of kernels and embeddings.
+    return b
+
+
+def get_pretrain_config() -> ml_collections.ConfigDict:
+    """Pretrain section: ICLRec (or SASRec-CE) training of the backbone and the K intents."""
+    p = ml_collections.ConfigDict()
+    p.loss = "iclrec"  # "iclrec" (BCE + instance + intent contrast) | "ce" (full-softmax CE).
+    p.batch_size = 256  # Training sequences per step (one per user).
+    p.eval_batch_size = 256  # Users per full-ranking eval batch.
+    p.lr = 1e-3  # Adam learning rate (betas 0.9/0.999, no weight decay).
+    p.max_epochs = 300  # Upper bound on epochs.
+    p.patience = 40  # Early-stopping patience in epochs.
+    p.early_stop_metric = "valid/ndcg@20"  # Metric watched by early stopping (higher is better).
+    p.cf_weight = 0.1  # Weight of the instance InfoNCE per augmentation pair.
+    p.intent_cf_weight = 0.1  # Weight of the intent contrast per augmentation pair.
+    p.temperature = 1.0  # Softmax temperature of both contrastive losses.
+    p.n_views = 3  # Augmented views: C(n_views, 2) pairs (ML-1M 3, CDs/VG 2).
+    p.num_intents = 512  # K-means K (ML-1M 512, Video Games 256, CDs 128).
+    p.kmeans_iters = 20  # Lloyd iterations per K-means restart (faiss niter).
+    p.kmeans_redo = 5  # K-means restarts, best inertia kept (faiss nredo).
+    p.augment_window = 0  # Augment the last this-many items of S[:-3]; 0 = all (authors).
+    p.mask_history_in_eval = True  # Mask the input prefix's items when ranking (ICLRec does).
+    p.eval_item_chunk = 0  # Score items this many at a time in eval; 0 = all at once.
+    p.ce_chunk = 4096  # Positions per chunk of the fused CE loss; 0 = dense logits.
+    p.length_buckets = 0  # CE only: batch similar lengths, trim pad columns (N widths); 0 = off.
+    p.remat = False  # Recompute each block's activations in the backward pass (less memory).
+    p.faithful_centroid_timing = False  # True: intents from the start of the best epoch
+    # (authors, method.md 7.14); False: K-means refit on the best weights.
+    p.seed = 1  # Seed of init, data order, negatives, augmentations and K-means (ICLRec: 1).
+    return p
+
+
+def get_em_config() -> ml_collections.ConfigDict:
+    """EM section: the three EM stages (method.md 3.3-3.5); `faithful_*` = the authors' bugs."""
+    e = ml_collections.ConfigDict()
+    e.batch_size = 480  # Training samples per step (authors: 480).
+    e.eval_batch_size = 480  # Users per full-ranking eval batch.
+    e.learning_rate = 1e-3  # Adam learning rate (one Adam per network).
+    e.lr_end_factor = 0.01  # Linear LR decay to lr * this (the authors' intended LinearLR)
+    e.lr_decay_epochs = 50  # over this many epochs, constant afterwards; see faithful_lr.
+    e.e_rank_weight = 5.0  # E-step: weight of the posterior's sampled-softmax ranking loss.
+    e.e_kl_weight = 1.0  # E-step: weight of KL(q || p~) (stage 1 sets it to 0).
+    e.m_kl_weight = 1.0  # M-step: weight of KL(q || p).
+    e.m_nce_weight = 0.0  # M-step: weight of the per-intent InfoNCE (ML-1M 0; Amazon 1).
+    e.m_rec_weight = 5.0  # M-step: weight of the mixture's ranking loss (ML-1M 5; Amazon 1).
+    e.temperature = 1.0  # Softmax temperature of the ranking losses (neg_loss_temp).
+    e.text_hidden = 1024  # Hidden width of the prior's text projection.
+    e.text_dropout = 0.5  # Dropout inside the text projection.
+    e.max_epochs = 200  # Upper bound on epochs per stage (authors: 500).
+    e.patience = 20  # Early-stopping patience on valid NDCG@10 of the stage's head.
+    e.mask_history = True  # Mask history items when ranking (authors: unmasked, 7.9).
+    e.seed = 42  # Seed of init and data order (overridden per run by em_seeds).
+    e.faithful_e_target = False  # E-step target softmax(s * p) (authors, 7.5); else Bayes.
+    e.faithful_nce = False  # M-step InfoNCE with logits p * s and a mean over m (7.6).
+    e.faithful_layer_norm = False  # No LayerNorm in the prior's fusion MLP (7.4).
+    e.faithful_backbone = False  # Backbone dropout in EM steps, batch positions (7.7, 7.8).
+    e.faithful_duplicates = False  # Every training sample 6 times per epoch (7.1).
+    e.faithful_same_y_m = False  # Train the prior's own item_intent (released scripts, 7.3).
+    e.faithful_lr = False  # Constant learning rate: the scheduler never ran (7.2).
+    return e
+
+
+def get_multi_turn_config() -> ml_collections.ConfigDict:
+    """Multi-turn section: the simulated-dialogue protocol of method.md 5 (SR and AT)."""
+    m = ml_collections.ConfigDict()
+    m.num_samples = 500  # Seeded test samples evaluated (authors: 500); 0 or more than exist: all.
+    m.rounds = 5  # Recommendation rounds per dialogue; a failure counts this many turns.
+    m.top_k = 5  # Items shown per round (authors' given_topK).
+    m.candidates = 50  # Top of the full ranking that the hard filter re-orders (authors: 50).
+    m.sample_seed = 1024  # Python `random` seed of the sample draw (authors: 1024).
+    m.ranking_text = "dialogue"  # Ranked text: "dialogue" (all user turns) | "last" (last one).
+    m.transcripts_per_system = 5  # Dialogues per system written to eval/transcripts/.
+    m.systems = ("latentcrs_f", "latentcrs", "backbone", "text_f", "fusion_f")  # Table rows.
+    m.batch_size = 256  # Dialogues scored per recommender call (padded: one compile).
+    m.faithful_filter_order = False  # True: feature matches outrank the shown push-back (authors).
+    return m
+
+
 def get_base_config() -> ml_collections.ConfigDict:
     """Returns the base config; every dataset config starts from this."""
     config = ml_collections.ConfigDict()
     config.seed = 42  # Global seed (EM stage default as the authors; pretraining uses 1).
     config.data = get_data_config()
+    config.backbone = get_backbone_config()
+    config.pretrain = get_pretrain_config()
     config.simulator = get_simulator_config()
     config.text = get_text_config()
+    config.em = get_em_config()
+    config.multi_turn = get_multi_turn_config()
+    config.em_seeds = (0, 1, 2)  # One EM run (all plans) per seed; tables show mean ± std.
+    config.em_plans = ("latentcrs", "fusion", "no_kl", "no_rec")  # Runs compared in the table.
     return config
 
 

@@ -1,0 +1,145 @@
+"""One-turn evaluation: every head and baseline in one table, mean and spread over seeds.
+
+Rows (all full ranking over every item, PAD never ranked, history masked unless
+`config.em.mask_history` is False, HIT/NDCG at 5/10/15/20 on the test split):
+  LatentCRS            the prior mixture S(u,x,y) after the three EM stages;
+  posterior q(m|u)     the posterior head of the same run (behaviour only);
+  backbone SASRec      h_u . e_y of the frozen pretrained backbone;
+  popularity           training-interaction counts;
+  text-only retrieval  cosine(utterance embedding, item-text embedding);
+  joint fusion (no EM) the prior's architecture trained with the rec loss alone;
+  no KL / no rec loss  ablations of the EM run.
+Trained rows come from each stage's `final_metrics.json` (the best-valid state); the others
+are computed here. Output: `<workdir>/eval/one_turn.{json,md}`.
+"""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from latentcrs_jax import fileio
+from latentcrs_jax.data import dataset as dataset_lib
+from latentcrs_jax.data import prepare as prepare_lib
+from latentcrs_jax.evaluation import ranking
+from latentcrs_jax.text import stage as encode_stage
+
+METRICS = tuple(f"{m}@{k}" for m in ("hit", "ndcg") for k in ranking.DEFAULT_KS)
+
+# Row label -> (plan, stage directory, head) of trained rows.
+TRAINED_ROWS = {
+    "LatentCRS (prior mixture)": ("latentcrs", "em", "prior"),
+    "posterior q(m|u)": ("latentcrs", "em", "posterior"),
+    "backbone SASRec": ("latentcrs", "em", "backbone"),
+    "joint fusion (no EM)": ("fusion", "fusion", "prior"),
+    "ablation: no KL": ("no_kl", "no_kl_em", "prior"),
+    "ablation: no aux rec loss": ("no_rec", "no_rec_em", "prior"),
+}
+
+
+def popularity_scores(ds: dataset_lib.ProcessedDataset) -> np.ndarray:
+    """Interaction counts of each item over the training part S[:-2] of every user: [N+1]."""
+    counts = np.zeros(ds.num_items + 1, np.float32)
+    for u in range(ds.num_users):
+        np.add.at(counts, ds.sequence(u)[:-2], 1.0)
+    return counts
+
+
+def _rank(score_fn, arrays: dict[str, np.ndarray], mask_history: bool, batch_size: int = 256):
+    @jax.jit
+    def step(batch):
+        return ranking.full_ranking_metrics(
+            score_fn(batch),
+            batch["target"],
+            batch["history"],
+            batch["valid"],
+            mask_history=mask_history,
+        )
+
+    return ranking.evaluate(step, ranking.padded_batches(arrays, batch_size))
+
+
+def baseline_metrics(workdir: str | pathlib.Path, split: str, mask_history: bool) -> dict:
+    """Popularity and text-only retrieval on one split: {row: {metric: value}}."""
+    ds = dataset_lib.load(prepare_lib.data_dir(workdir))
+    s = ds.splits[split]
+    pop = jnp.asarray(popularity_scores(ds))
+    rows = {
+        "popularity": _rank(
+            lambda b: jnp.broadcast_to(pop, (b["target"].shape[0], pop.shape[0])),
+            {"target": s.target, "history": s.history},
+            mask_history,
+        )
+    }
+    try:
+        items = jnp.asarray(encode_stage.load(workdir, "items"))
+    except FileNotFoundError:
+        return rows  # precomputed utterance embeddings without item texts
+    x = encode_stage.load(workdir, split)
+    if x.shape[1] == items.shape[1]:
+        rows["text-only retrieval"] = _rank(
+            lambda b: b["x"] @ items.T,  # both are L2-normalised: cosine
+            {"x": x, "target": s.target, "history": s.history},
+            mask_history,
+        )
+    return rows
+
+
+def collect(workdir: str | pathlib.Path, seeds, plans, split: str = "test") -> dict:
+    """{row: {metric: [value per seed]}} from the trained stages' final metrics."""
+    workdir = pathlib.Path(workdir)
+    table: dict[str, dict[str, list[float]]] = {}
+    for label, (plan, stage, head) in TRAINED_ROWS.items():
+        if plan not in plans:
+            continue
+        for seed in seeds:
+            path = workdir / "em" / f"seed{seed}" / stage / "final_metrics.json"
+            final = json.loads(path.read_text())
+            row = table.setdefault(label, {})
+            for m in METRICS:
+                row.setdefault(m, []).append(final[f"{split}/{head}/{m}"])
+    return table
+
+
+def build_table(workdir, seeds, plans, mask_history: bool, split: str = "test") -> dict:
+    """{row: {metric: {"mean", "std", "values"}}}, trained rows and baselines together."""
+    raw = collect(workdir, seeds, plans, split)
+    for label, metrics in baseline_metrics(workdir, split, mask_history).items():
+        raw[label] = {m: [metrics[m]] for m in METRICS}
+    return {
+        label: {
+            m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v}
+            for m, v in row.items()
+        }
+        for label, row in raw.items()
+    }
+
+
+def to_markdown(table: dict, metrics=("hit@10", "ndcg@10", "hit@20", "ndcg@20")) -> str:
+    """A Markdown table, mean ± std over seeds."""
+    lines = ["| model | " + " | ".join(m.upper() for m in metrics) + " |"]
+    lines.append("|---|" + "---|" * len(metrics))
+    for label, row in table.items():
+        cells = [
+            f"{row[m]['mean']:.4f} ± {row[m]['std']:.4f}"
+            if len(row[m]["values"]) > 1
+            else f"{row[m]['mean']:.4f}"
+            for m in metrics
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(config, workdir: str | pathlib.Path) -> str:
+    """Writes `<workdir>/eval/one_turn.{json,md}` and returns the Markdown table."""
+    workdir = pathlib.Path(workdir)
+    table = build_table(
+        workdir, tuple(config.em_seeds), tuple(config.em_plans), bool(config.em.mask_history)
+    )
+    md = to_markdown(table)
+    fileio.write_json(workdir / "eval" / "one_turn.json", table)
+    header = f"One-turn test results ({len(config.em_seeds)} seed(s), full ranking)\n\n"
+    fileio.write_text(workdir / "eval" / "one_turn.md", header + md + "\n")
+    return header + md

@@ -1,0 +1,113 @@
+"""Trained systems as ranking functions over (history, text), for multi-turn evaluation and chat.
+
+`load_systems(config, workdir, seed)` reads a finished workdir (dataset, backbone, EM stages,
+item-text embeddings) and returns named `Recommender`s, each with
+`score(histories int32[B, H], texts list[str]) -> float32[B, N+1]` (higher is better; the
+caller masks PAD and whatever else it needs). Texts are embedded with the workdir's encoder.
+
+Systems: "latentcrs" (the EM prior's mixture), "fusion" (the no-EM fusion prior), "backbone"
+(SASRec h_u . e_y, text ignored), "text" (cosine of text and item-text embeddings).
+"""
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from latentcrs_jax.data import dataset as dataset_lib
+from latentcrs_jax.data import prepare as prepare_lib
+from latentcrs_jax.text import encode
+from latentcrs_jax.text import stage as encode_stage
+from latentcrs_jax.training import em, em_data, em_stage, pretrain
+
+
+@dataclasses.dataclass
+class Recommender:
+    """A named ranking function; `intents` (optional) explains the prior's choice."""
+
+    name: str
+    score: Callable[[np.ndarray, Sequence[str]], np.ndarray]
+    intents: Callable[[np.ndarray, Sequence[str]], np.ndarray] | None = None
+
+
+@dataclasses.dataclass
+class Context:
+    """What the systems share: the dataset, the encoder and the frozen backbone."""
+
+    dataset: dataset_lib.ProcessedDataset
+    embed: Callable[[Sequence[str]], np.ndarray]
+    user_states: Callable[[np.ndarray], np.ndarray]
+    item_emb: np.ndarray
+    item_text_emb: np.ndarray | None
+
+
+def load_context(config, workdir: str | pathlib.Path) -> Context:
+    """Loads the dataset, the text encoder (or precomputed table) and the backbone."""
+    workdir = pathlib.Path(workdir)
+    ds = dataset_lib.load(prepare_lib.data_dir(workdir), config.data)
+    settings = encode.TextSettings.from_config(config.text)
+    encoder = encode.TextEncoder.from_settings(settings)
+    model_cfg, params, _ = pretrain.load_backbone(workdir / "pretrain")
+    faithful = bool(config.em.faithful_backbone)
+
+    def user_states(history: np.ndarray) -> np.ndarray:
+        return em_data.user_states(model_cfg, params, history, pretrain_positions=not faithful)
+
+    try:
+        item_text = encode_stage.load(workdir, "items")
+    except FileNotFoundError:
+        item_text = None
+    return Context(
+        dataset=ds,
+        embed=encoder.encode,
+        user_states=user_states,
+        item_emb=np.asarray(params["params"]["item_embed"]["embedding"]),
+        item_text_emb=item_text,
+    )
+
+
+def _prior_system(name: str, ctx: Context, cfg: em.EMConfig, params, intents) -> Recommender:
+    prior = em.latentcrs.Prior(jnp.asarray(intents), cfg.prior_config)
+    emb = jnp.asarray(ctx.item_emb)
+
+    @jax.jit
+    def forward(p, h, x):
+        dist, user = prior.apply(p, h, x, deterministic=True)
+        return dist, user @ emb.T
+
+    def score(history, texts):
+        return np.asarray(forward(params, ctx.user_states(history), ctx.embed(list(texts)))[1])
+
+    def intent_dist(history, texts):
+        return np.asarray(forward(params, ctx.user_states(history), ctx.embed(list(texts)))[0])
+
+    return Recommender(name, score, intent_dist)
+
+
+def load_systems(
+    config, workdir: str | pathlib.Path, seed: int | None = None
+) -> tuple[dict[str, Recommender], Context]:
+    """Every available system of a finished workdir (first EM seed unless `seed`)."""
+    workdir = pathlib.Path(workdir)
+    ctx = load_context(config, workdir)
+    seed = config.em_seeds[0] if seed is None else seed
+    cfg = em.EMConfig.from_config(config.em)
+    _, _, intents = pretrain.load_backbone(workdir / "pretrain")
+    emb = ctx.item_emb
+    systems = {
+        "backbone": Recommender("backbone", lambda history, texts: ctx.user_states(history) @ emb.T)
+    }
+    for name, stage in (("latentcrs", "em"), ("fusion", "fusion")):
+        path = em_stage.stage_dir(workdir) / f"seed{seed}" / stage / "best_params.msgpack"
+        if path.is_file():
+            params = em_stage.load_params(path)["prior"]
+            systems[name] = _prior_system(name, ctx, cfg, params, intents)
+    if ctx.item_text_emb is not None:
+        items = ctx.item_text_emb
+        systems["text"] = Recommender(
+            "text", lambda history, texts: ctx.embed(list(texts)) @ items.T
+        )
+    return systems, ctx

@@ -1,0 +1,373 @@
+"""The three EM stages of LatentCRS as `loop.Task`s (method.md 3.3-3.5).
+
+Stages (`EMStage`): "posterior" trains q alone as a recommender (E phase, rank loss only);
+"prior" trains the prior with q fixed (M phase); "em" alternates an E pass and an M pass every
+epoch. Baselines and ablations are the same tasks with other weights (see `STAGE_PLANS`).
+
+State: params {"posterior", "prior"}; one Adam per network (opt_state {"posterior", "prior"}),
+updated only in its own phase, as the authors' single torch Adam skips parameters without a
+gradient. Frozen inputs live in `extras`: the item table E [N+1, d] and, in
+`faithful_backbone` mode, the backbone's variables.
+"""
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from latentcrs_jax.evaluation import ranking
+from latentcrs_jax.losses import em as em_losses
+from latentcrs_jax.models import latentcrs, sasrec
+from latentcrs_jax.training import em_data, loop, sharding
+
+HEADS = ("prior", "posterior", "backbone")
+
+
+@dataclasses.dataclass(frozen=True)
+class EMConfig:
+    """EM training settings (the `config.em` section; see configs/base.py for each field)."""
+
+    batch_size: int = 480
+    eval_batch_size: int = 480
+    learning_rate: float = 1e-3
+    lr_end_factor: float = 0.01
+    lr_decay_epochs: int = 50
+    e_rank_weight: float = 5.0
+    e_kl_weight: float = 1.0
+    m_kl_weight: float = 1.0
+    m_nce_weight: float = 0.0
+    m_rec_weight: float = 5.0
+    temperature: float = 1.0
+    text_hidden: int = 1024
+    text_dropout: float = 0.5
+    max_epochs: int = 200
+    patience: int = 20
+    mask_history: bool = True
+    seed: int = 42
+    faithful_e_target: bool = False
+    faithful_nce: bool = False
+    faithful_layer_norm: bool = False
+    faithful_backbone: bool = False
+    faithful_duplicates: bool = False
+    faithful_same_y_m: bool = False
+    faithful_lr: bool = False
+
+    @classmethod
+    def from_config(cls, section) -> "EMConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = dict(section)
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"unknown config.em fields: {unknown}")
+        return cls(**values)
+
+    @property
+    def prior_config(self) -> latentcrs.PriorConfig:
+        return latentcrs.PriorConfig(
+            text_hidden=self.text_hidden,
+            text_dropout=self.text_dropout,
+            mlp_layer_norm=not self.faithful_layer_norm,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EMStage:
+    """One training run: which phases each epoch, which head stops it, which weights.
+
+    Attributes:
+      name: directory name under `<workdir>/em/<variant>/`.
+      phases: phases of one epoch, in order ("E": train q; "M": train the prior).
+      stop_head: the head whose valid NDCG@10 drives early stopping.
+      init_from: stage whose best params initialise this one ("" = fresh networks).
+      overrides: EMConfig fields replaced for this stage.
+    """
+
+    name: str
+    phases: tuple[str, ...]
+    stop_head: str
+    init_from: str = ""
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+def main_plan() -> tuple[EMStage, ...]:
+    """The authors' three stages (method.md 3.5)."""
+    return (
+        EMStage("posterior", ("E",), "posterior", overrides=(("e_kl_weight", 0.0),)),
+        EMStage("prior", ("M",), "prior", init_from="posterior"),
+        EMStage("em", ("E", "M"), "prior", init_from="prior"),
+    )
+
+
+def _ablation(prefix: str, **weights) -> tuple[EMStage, ...]:
+    o = tuple(weights.items())
+    return (
+        EMStage(f"{prefix}_prior", ("M",), "prior", init_from="posterior", overrides=o),
+        EMStage(f"{prefix}_em", ("E", "M"), "prior", init_from=f"{prefix}_prior", overrides=o),
+    )
+
+
+# Variant name -> stages run after (and sharing) the main plan's posterior stage.
+STAGE_PLANS: dict[str, tuple[EMStage, ...]] = {
+    "latentcrs": main_plan(),
+    # The prior's architecture trained with the rec loss alone: no q, no KL, no EM.
+    "fusion": (
+        EMStage(
+            "fusion",
+            ("M",),
+            "prior",
+            overrides=(("m_kl_weight", 0.0), ("m_nce_weight", 0.0)),
+        ),
+    ),
+    "no_kl": _ablation("no_kl", e_kl_weight=0.0, m_kl_weight=0.0),
+    "no_rec": _ablation("no_rec", m_rec_weight=0.0),
+}
+
+
+def _per_network_adam(learning_rate) -> optax.GradientTransformation:
+    """Adam(0.9, 0.999, eps 1e-8) with one state per network (init only; see `_update`)."""
+    adam = optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8)
+
+    def init(params):
+        return {name: adam.init(p) for name, p in params.items()}
+
+    def update(updates, state, params=None):
+        raise NotImplementedError("update one network at a time with EMTask._update")
+
+    return optax.GradientTransformation(init, update), adam
+
+
+class EMTask:
+    """One EM stage as a `loop.Task` with phases."""
+
+    def __init__(
+        self,
+        cfg: EMConfig,
+        stage: EMStage,
+        splits: dict[str, em_data.SplitArrays],
+        item_emb: np.ndarray,
+        intents: np.ndarray,
+        backbone: tuple[sasrec.SASRecConfig, Any] | None,
+        mesh,
+        init_params: dict | None = None,
+    ):
+        """Builds the task.
+
+        Args:
+          cfg: EM settings (the stage's overrides are applied here).
+          stage: the stage.
+          splits: "train", "valid", "test" arrays.
+          item_emb: float32[N+1, d] frozen item table.
+          intents: float32[K, d] L2-normalised centroids (initial intent matrices).
+          backbone: (config, variables) of the frozen SASRec (for `faithful_backbone`).
+          mesh: the data mesh.
+          init_params: params of the stage named by `stage.init_from`, or None.
+        """
+        cfg = dataclasses.replace(cfg, **dict(stage.overrides))
+        self.cfg, self.stage, self.splits, self.mesh = cfg, stage, splits, mesh
+        self.phases = stage.phases
+        self.item_emb = np.asarray(item_emb, np.float32)
+        self.posterior = latentcrs.Posterior(jnp.asarray(intents))
+        self.prior = latentcrs.Prior(jnp.asarray(intents), cfg.prior_config)
+        self.backbone_cfg, self.backbone_params = backbone if backbone else (None, None)
+        if cfg.faithful_backbone and backbone is None:
+            raise ValueError("faithful_backbone needs the backbone variables")
+        self.init_params = init_params
+        self.tie_item_intent = not cfg.faithful_same_y_m and stage.init_from != ""
+        sharding.check_batch_size(cfg.batch_size, mesh)
+        sharding.check_batch_size(cfg.eval_batch_size, mesh)
+        repeats = 6 if cfg.faithful_duplicates else 1  # the authors' 6x train file (7.1)
+        self._train_rows = np.tile(np.arange(len(splits["train"])), repeats)
+        steps = -(-len(self._train_rows) // cfg.batch_size)
+        self._steps_per_pass = steps
+        if cfg.faithful_lr:
+            schedule = cfg.learning_rate  # the authors' scheduler never took effect (7.2)
+        else:
+            schedule = optax.linear_schedule(
+                cfg.learning_rate,
+                cfg.learning_rate * cfg.lr_end_factor,
+                cfg.lr_decay_epochs * steps,
+            )
+        self.tx, self._adam = _per_network_adam(schedule)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def create_state(self, rng: jax.Array) -> loop.TrainState:
+        init_rng, step_rng = jax.random.split(rng)
+        k_post, k_prior = jax.random.split(init_rng)
+        d = self.item_emb.shape[1]
+        h = jnp.zeros((1, d))
+        x = jnp.zeros((1, self.splits["train"].x.shape[1]))
+        params = {
+            "posterior": self.posterior.init(k_post, h),
+            "prior": self.prior.init(k_prior, h, x, deterministic=True),
+        }
+        if self.init_params is not None:
+            for name in ("posterior", "prior"):
+                if self.init_params.get(name) is not None and self._inherits(name):
+                    params[name] = jax.tree.map(jnp.asarray, self.init_params[name])
+        if self.tie_item_intent and self.stage.init_from == "posterior":
+            # same_y_m: p(y|m) uses the posterior's value projection, frozen in the M-step.
+            value = params["posterior"]["params"]["value"]
+            params["prior"]["params"]["item_intent"] = jax.tree.map(jnp.asarray, value)
+        extras = {"item_emb": jnp.asarray(self.item_emb)}
+        if self.cfg.faithful_backbone:
+            extras["backbone"] = jax.tree.map(jnp.asarray, self.backbone_params)
+        return loop.TrainState.create(params, self.tx, step_rng, extras)
+
+    def _inherits(self, name: str) -> bool:
+        # Stages after "posterior" inherit the posterior; "em" stages also inherit the prior.
+        return name == "posterior" or "E" in self.phases
+
+    # -- host data ----------------------------------------------------------------------------
+
+    def num_train_batches(self) -> int:
+        return self._steps_per_pass * len(self.phases)
+
+    def train_batches(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        train, bs = self.splits["train"], self.cfg.batch_size
+        for p, phase in enumerate(self.phases):
+            order = em_data.epoch_order(len(self._train_rows), bs, self.cfg.seed, epoch, p)
+            rows = self._train_rows[order]
+            for start in range(0, len(rows), bs):
+                batch = train.rows(rows[start : start + bs])
+                batch["valid"] = np.ones(bs, bool)
+                batch["phase"] = phase
+                yield batch
+
+    def eval_batches(self, split: str):
+        s = self.splits[split]
+        arrays = {"h": s.h, "x": s.x, "history": s.history, "target": s.target}
+        return ranking.padded_batches(arrays, self.cfg.eval_batch_size)
+
+    def on_epoch_start(self, state: loop.TrainState, epoch: int) -> loop.TrainState:
+        return state
+
+    # -- pieces shared by the steps -----------------------------------------------------------
+
+    def _user_state(self, state, batch, rng, *, train: bool) -> jax.Array:
+        """h_u: cached (corrected) or recomputed with dropout (faithful_backbone, train)."""
+        if not (self.cfg.faithful_backbone and train):
+            return batch["h"]
+        model = sasrec.SASRec(self.backbone_cfg)
+        return model.apply(
+            state.extras["backbone"],
+            batch["history"],
+            deterministic=False,
+            rngs={"dropout": rng},
+            method=model.user_state,
+        )
+
+    def _update(self, state, name: str, grads) -> loop.TrainState:
+        updates, net_state = self._adam.update(grads, state.opt_state[name], state.params[name])
+        params = {**state.params, name: optax.apply_updates(state.params[name], updates)}
+        opt_state = {**state.opt_state, name: net_state}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def train_step(self, state, batch, phase: str):
+        """One E or M step (jitted once per phase by the Trainer)."""
+        if phase == "E":
+            return self._e_step(state, batch)
+        return self._m_step(state, batch)
+
+    def _e_step(self, state, batch):
+        cfg = self.cfg
+        emb = state.extras["item_emb"]
+        rng = jax.random.fold_in(state.rng, state.step)
+        prior_params = state.params["prior"]
+        h_eval = batch["h"]
+        cand = jnp.take(emb, batch["candidates"], axis=0)  # [B, C, d]
+        target = None
+        if cfg.e_kl_weight:
+            p = self.prior.apply(
+                prior_params, h_eval, batch["x"], deterministic=True, method="distribution"
+            )
+            vecs = self.prior.apply(prior_params, method="intent_item_vectors")  # [K, d]
+            s_pos = cand[:, 0] @ vecs.T  # s(m, y+): [B, K]
+            log_z = jax.nn.logsumexp(vecs @ emb[1:].T, axis=-1)  # [K]
+            target = em_losses.e_step_target(p, s_pos, log_z, bayes=not cfg.faithful_e_target)
+        h = self._user_state(state, batch, rng, train=True)
+
+        def loss_fn(post_params):
+            q, user = self.posterior.apply(post_params, h)
+            logits = jnp.einsum("bd,bcd->bc", user, cand)
+            tgt = target if target is not None else q
+            return em_losses.e_step_loss(
+                q,
+                tgt,
+                logits,
+                kl_weight=cfg.e_kl_weight,
+                rank_weight=cfg.e_rank_weight,
+                temperature=cfg.temperature,
+            )
+
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params["posterior"])
+        state = self._update(state, "posterior", grads)
+        terms["grad_norm"] = optax.tree_utils.tree_norm(grads)
+        return state, terms
+
+    def _m_step(self, state, batch):
+        cfg = self.cfg
+        emb = state.extras["item_emb"]
+        rng = jax.random.fold_in(state.rng, state.step)
+        k_backbone, k_dropout = jax.random.split(rng)
+        q, _ = self.posterior.apply(state.params["posterior"], batch["h"])
+        h = self._user_state(state, batch, k_backbone, train=True)
+        cand = jnp.take(emb, batch["candidates"], axis=0)  # [B, C, d]
+
+        def loss_fn(prior_params):
+            p, user = self.prior.apply(
+                prior_params, h, batch["x"], deterministic=False, rngs={"dropout": k_dropout}
+            )
+            mix_logits = jnp.einsum("bd,bcd->bc", user, cand)
+            s_cand = None
+            if cfg.m_nce_weight:
+                vecs = self.prior.apply(prior_params, method="intent_item_vectors")
+                s_cand = jnp.einsum("kd,bcd->bkc", vecs, cand)
+            return em_losses.m_step_loss(
+                q,
+                p,
+                s_cand,
+                mix_logits,
+                kl_weight=cfg.m_kl_weight,
+                nce_weight=cfg.m_nce_weight,
+                rec_weight=cfg.m_rec_weight,
+                temperature=cfg.temperature,
+                faithful_nce=cfg.faithful_nce,
+            )
+
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params["prior"])
+        if self.tie_item_intent:
+            grads["params"]["item_intent"] = jax.tree.map(
+                jnp.zeros_like, grads["params"]["item_intent"]
+            )
+        state = self._update(state, "prior", grads)
+        terms["grad_norm"] = optax.tree_utils.tree_norm(grads)
+        return state, terms
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def head_vectors(self, params, batch) -> dict[str, jax.Array]:
+        """The user vector of each head, float32[B, d]; score(y) = vector . e_y."""
+        _, post = self.posterior.apply(params["posterior"], batch["h"])
+        _, prior = self.prior.apply(params["prior"], batch["h"], batch["x"], deterministic=True)
+        return {"prior": prior, "posterior": post, "backbone": batch["h"]}
+
+    def eval_step(self, state, batch) -> ranking.Sums:
+        emb = state.extras["item_emb"]
+        out = {}
+        for head, vec in self.head_vectors(state.params, batch).items():
+            sums = ranking.full_ranking_metrics(
+                vec @ emb.T,
+                batch["target"],
+                batch["history"],
+                batch["valid"],
+                mask_history=self.cfg.mask_history,
+            )
+            out.update({f"{head}/{k}": v for k, v in sums.items()})
+        return out

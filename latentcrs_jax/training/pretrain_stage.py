@@ -1,0 +1,50 @@
+"""The pretrain stage of the pipeline: backbone + K intents into `<workdir>/pretrain`.
+
+Fingerprinted by the dataset's content hash and the `backbone` and `pretrain` config sections;
+a finished stage is skipped, an interrupted one resumes from its checkpoints.
+"""
+
+import json
+import pathlib
+
+from absl import logging
+
+from latentcrs_jax import stage_manifest
+from latentcrs_jax.data import dataset as dataset_lib
+from latentcrs_jax.data import prepare as prepare_lib
+from latentcrs_jax.errors import UserInputError
+from latentcrs_jax.training import pretrain
+
+SUMMARY_KEYS = ("test/hit@10", "test/ndcg@10", "test/hit@20", "test/ndcg@20")
+
+
+def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(workdir) / "pretrain"
+
+
+def _fingerprint(config, workdir) -> str:
+    manifest = dataset_lib.read_manifest(prepare_lib.data_dir(workdir))
+    return stage_manifest.fingerprint(
+        data=manifest["content_hash"], backbone=config.backbone, pretrain=config.pretrain
+    )
+
+
+def run(config, workdir: str | pathlib.Path) -> str:
+    """Pretrains unless already done; returns the backbone's test metrics in one line."""
+    out = stage_dir(workdir)
+    fp = _fingerprint(config, workdir)
+    if stage_manifest.is_complete(out, fp):
+        logging.info("pretrain: %s is complete; skipping", out)
+        result = json.loads((out / "result.json").read_text())
+    else:
+        if stage_manifest.read(out) is not None:
+            raise UserInputError(
+                f"{out} holds a backbone trained with another config; use another --workdir"
+            )
+        result = pretrain.train_and_evaluate(config, workdir)
+        stage_manifest.write(out, fp, result=result)
+    metrics = ", ".join(f"{k} {result[k]:.4f}" for k in SUMMARY_KEYS if k in result)
+    return (
+        f"backbone ({result.get('loss')}, best epoch {result.get('best_epoch')}, "
+        f"{result.get('num_intents')} intents): {metrics}"
+    )
