@@ -16,6 +16,13 @@ def get_config(arg: str | None = None):
     config.data.reader = "movielens_csv"  # ratings.csv, movies.csv, tags.csv
     config.data.data_dir = "bundled:ml-latest-small"
     config.data.domain = "movies"
+    config.backbone.max_len = 50  # ICLRec's setting for datasets other than ML-1M.
+    config.pretrain.num_intents = 64  # K: 603 users support far fewer intents than ML-1M's 512.
+    config.pretrain.n_views = 2
+    config.pretrain.max_epochs = 100
+    config.pretrain.patience = 20
+    config.em.max_epochs = 60
+    config.em.patience = 10
     if arg == "faithful":
         base.apply_faithful(config)
     elif arg:

@@ -1,6 +1,6 @@
 """A tiny config for tests: the first 40 users of the embedded dataset, small models.
 
-  python -m launch.run --config=configs/tiny.py --workdir=/tmp/tiny   # about a minute
+python -m launch.run --config=configs/tiny.py --workdir=/tmp/tiny   # about a minute
 """
 
 from configs import ml_latest_small

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from absl import logging
 
 from latentcrs_jax.data import prepare as prepare_stage
+from latentcrs_jax.evaluation import one_turn
 from latentcrs_jax.simulator import stage as simulate_stage
 from latentcrs_jax.text import stage as encode_stage
+from latentcrs_jax.training import em_stage, pretrain_stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +31,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("prepare", prepare_stage.run),
     Stage("simulate", simulate_stage.run),
     Stage("encode", encode_stage.run),
+    Stage("pretrain", pretrain_stage.run),
+    Stage("train", em_stage.run),
+    Stage("evaluate", one_turn.run),
 )
 
 

@@ -2,7 +2,8 @@
 
 import sys
 
-from absl import app, logging
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 from latentcrs_jax.errors import UserInputError
 
@@ -32,3 +33,19 @@ def log_devices() -> None:
         jax.device_count(),
         jax.devices()[0].device_kind,
     )
+
+
+def define_config_and_workdir():
+    """Defines the `--config` (with `--config.x=...` overrides) and `--workdir` flags."""
+    config = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+    workdir = flags.DEFINE_string("workdir", None, "Directory for this experiment's outputs.")
+    flags.mark_flags_as_required(["config", "workdir"])
+    return config, workdir
+
+
+def run_pipeline_until(config, workdir: str, until: str | None) -> None:
+    """Runs the pipeline's stages up to `until` (all when None), printing each summary."""
+    from latentcrs_jax import pipeline
+
+    log_devices()
+    pipeline.run(config, workdir, emit=print, until=until)

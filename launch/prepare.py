@@ -5,19 +5,16 @@ r"""Prepare stage: raw files -> processed dataset in <workdir>/data, then the st
 """
 
 from absl import flags
-from ml_collections import config_flags
 
 from latentcrs_jax.data import dataset, prepare, stats
 from launch import common
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for this experiment's outputs.")
+_CONFIG, _WORKDIR = common.define_config_and_workdir()
 _EXPORT = flags.DEFINE_string(
     "export_sequences",
     None,
     "Also write one line per user, '<raw user id>\\t<raw item ids...>' in time order.",
 )
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):

@@ -3,20 +3,14 @@ r"""The main job: all stages for one config into one workdir (finished stages ar
 python -m launch.run --config=configs/ml_latest_small.py --workdir=workdirs/ml_latest_small
 """
 
-from absl import flags
-from ml_collections import config_flags
-
-from latentcrs_jax import pipeline
 from launch import common
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for this experiment's outputs.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.define_config_and_workdir()
 
 
 def main(argv):
     del argv
-    pipeline.run(_CONFIG.value, _WORKDIR.value, emit=print)
+    common.run_pipeline_until(_CONFIG.value, _WORKDIR.value, None)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def run_stage(
     init_params,
     mesh,
 ) -> dict:
-    """Runs (or skips, when finished) one EM stage; returns its final metrics."""
+    """Runs (or skips, when finished) one EM stage; returns its `final_metrics.json`."""
     fp = stage_manifest.fingerprint(
         upstream=inputs.upstream, em=dataclasses.asdict(cfg), stage=dataclasses.asdict(stage)
     )
@@ -114,7 +114,7 @@ def run_stage(
     fit = trainer.fit(task)
     save_params(out / "best_params.msgpack", fit.best_state.params)
     stage_manifest.write(out, fp, best_epoch=fit.best_epoch, epochs_run=fit.epochs_run)
-    return fit.final_metrics
+    return json.loads((out / "final_metrics.json").read_text())
 
 
 def run(config, workdir: str | pathlib.Path) -> str:

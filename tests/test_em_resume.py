@@ -1,0 +1,85 @@
+"""EM stages: kill-and-resume gives the never-killed metrics; runs are deterministic."""
+
+import functools
+import json
+
+import jax
+import numpy as np
+import pytest
+from em_helpers import small_config, synthetic_inputs
+
+from latentcrs_jax.training import em, em_stage, loop, sharding
+
+
+def _inputs():
+    splits, item_emb, intents = synthetic_inputs()
+    return em_stage.EMInputs(splits, item_emb, intents, None, upstream="synthetic")
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_em_stage_resumes_to_identical_metrics(tmp_path, monkeypatch):
+    cfg = small_config(max_epochs=3)
+    stage = em.main_plan()[2]  # alternating E/M: both phases, both optimisers
+    mesh = sharding.make_mesh()
+    inputs = _inputs()
+    straight = em_stage.run_stage(cfg, stage, inputs, tmp_path / "a", None, mesh)
+
+    original = em.EMTask.train_batches
+    calls = {"n": 0}
+
+    def dying(self, epoch):
+        for k, batch in enumerate(original(self, epoch)):
+            if epoch == 1 and k == 7:  # in the middle of the M pass of epoch 1
+                calls["n"] += 1
+                raise _Killed
+            yield batch
+
+    monkeypatch.setattr(em.EMTask, "train_batches", dying)
+    with pytest.raises(_Killed):
+        em_stage.run_stage(cfg, stage, inputs, tmp_path / "b", None, mesh)
+    assert calls["n"] == 1
+    monkeypatch.setattr(em.EMTask, "train_batches", original)
+    resumed = em_stage.run_stage(cfg, stage, inputs, tmp_path / "b", None, mesh)
+    assert resumed == straight
+    rows_a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    rows_b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda rows: [
+        {k: v for k, v in json.loads(r).items() if "seconds" not in k and "per_s" not in k}
+        for r in rows
+    ]
+    assert strip(rows_a) == strip(rows_b)
+    # A finished stage is skipped: same metrics, no training.
+    assert em_stage.run_stage(cfg, stage, inputs, tmp_path / "b", None, mesh) == straight
+
+
+def test_same_seed_same_first_step(tmp_path):
+    splits, item_emb, intents = synthetic_inputs()
+    mesh = sharding.make_mesh()
+    cfg = small_config()
+    metrics = []
+    for _ in range(2):
+        task = em.EMTask(cfg, em.main_plan()[2], splits, item_emb, intents, None, mesh)
+        state = task.create_state(jax.random.PRNGKey(0))
+        batch = next(task.train_batches(0))
+        phase = batch.pop("phase")
+        _, m = jax.jit(functools.partial(task.train_step, phase=phase))(state, batch)
+        metrics.append(jax.device_get(m))
+    for k in metrics[0]:
+        np.testing.assert_array_equal(metrics[0][k], metrics[1][k])
+
+
+def test_non_finite_loss_stops_with_step(tmp_path, monkeypatch):
+    splits, item_emb, intents = synthetic_inputs()
+    splits["train"].x[:] = np.nan
+    mesh = sharding.make_mesh()
+    task = em.EMTask(small_config(), em.main_plan()[1], splits, item_emb, intents, None, mesh)
+    trainer = loop.Trainer(
+        loop.TrainerConfig(max_epochs=2, patience=5, early_stop_metric="valid/prior/ndcg@10"),
+        tmp_path,
+        mesh,
+    )
+    with pytest.raises(FloatingPointError, match="non-finite training loss .* at step 0"):
+        trainer.fit(task)
