@@ -10,15 +10,10 @@ commands. The library (`latentcrs_jax/conversation/chat.py`) does the work.
 
 import sys
 
-from absl import flags
-from ml_collections import config_flags
-
 from latentcrs_jax.conversation import chat
 from launch import common
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "A trained workdir (python -m launch.run).")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.define_config_and_workdir()
 
 
 def main(argv):

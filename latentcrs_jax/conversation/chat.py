@@ -1,0 +1,411 @@
+"""Interactive chat against a trained workdir: pick a user or liked titles, then ask.
+
+`ChatSession.handle(line) -> str` is the whole interaction (no I/O), so the chat can be driven
+from a terminal, a pipe or a test. Commands:
+  /user <raw id>        take an existing user's most recent items as the liked history
+  /like A; B (1995)     add liked titles (fuzzy matching; suggestions when unknown/ambiguous)
+  /system <name>        switch recommender (latentcrs, fusion, text, backbone)
+  /reset                forget the user, the liked items and the dialogue
+  /help, /quit          help; leave (end of input also leaves)
+Anything else is a request. Each request is added to the dialogue; the recommender ranks every
+item with (liked history, accumulated request text); the hard filter re-orders the top
+`candidates` by the stated features (items already shown go last); the top `top_k` are shown
+with their attributes and the intents of p(m|u,x) that drove them. "not these" (or "no, ...",
+"something else") asks for other items: the shown ones go back, and any words after it refine
+the request. Empty, very long, non-English or nonsense input gets an answer, never a crash.
+
+Intent labels: intent m's items are the `top_items` items with the highest c_m . e_y (the
+intent vector against the backbone's item embeddings); its label is their most over-represented
+genres/categories and decade, with two example titles.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import pathlib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from latentcrs_jax.conversation import filter as filter_lib
+from latentcrs_jax.conversation.features import FeatureVocab
+from latentcrs_jax.conversation.state import ConversationState
+from latentcrs_jax.conversation.titles import TitleIndex, split_titles
+from latentcrs_jax.errors import UserInputError
+
+MAX_INPUT_CHARS = 2000  # Longer input is cut (the encoder reads at most 256 tokens anyway).
+MAX_TEXT_CHARS = 1000  # Ranking text kept from the end of the dialogue.
+SYSTEM_ORDER = ("latentcrs", "fusion", "text", "backbone")
+HELP = """Commands:
+  /user <id>           chat as an existing user (their recent items are the liked history)
+  /like A; B (1995)    add liked titles, separated by ';' (a year picks between same names)
+  /system <name>       switch recommender: {systems}
+  /reset               start over (forgets the user, liked titles and the dialogue)
+  /help                this text
+  /quit                leave
+Anything else is a request, e.g. "something tense from the 90s, no horror".
+Say "not these" (optionally followed by more detail) to see other items."""
+_REFINE_RE = re.compile(  # "Show me other items" at the start of a message.
+    r"^\s*(?:"
+    r"(?:no+|nope|nah)(?:\s*[,.!;:-]+|\s*$)"
+    r"|not (?:these|those|them|this|that|it)\b"
+    r"|none of (?:these|those|them)\b"
+    r"|something else\b|try again\b"
+    r"|(?:show me )?(?:others?|more|next)(?: ones?| please)?\s*[.!]*\s*$"
+    r")[\s,.!;:-]*",
+    re.IGNORECASE,
+)
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class ChatError(UserInputError, ValueError):
+    """The chat cannot start (e.g. the workdir is not trained)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatSettings:
+    """How many items are shown and re-ordered."""
+
+    top_k: int = 5  # Items shown per turn.
+    candidates: int = 50  # Top of the ranking the hard filter re-orders.
+    mask_history: bool = True  # Never recommend liked items.
+    num_intents_shown: int = 3  # Intents listed per turn.
+
+
+def intent_labels(
+    intents: np.ndarray,
+    item_emb: np.ndarray,
+    items: Sequence[Mapping[str, Any]],
+    vocab: FeatureVocab,
+    top_items: int = 50,
+) -> tuple[list[str], np.ndarray]:
+    """A readable label per intent and the intent-item affinities.
+
+    Args:
+      intents: float[K, D] intent vectors c_m.
+      item_emb: float[N+1, D] item embeddings (row 0 = PAD).
+      items: the items table.
+      vocab: its feature vocabulary.
+      top_items: items per intent the label is computed from.
+
+    Returns:
+      (K labels, float32[K, N+1] affinities c_m . e_y with PAD at -inf).
+    """
+    affinity = np.asarray(intents, np.float32) @ np.asarray(item_emb, np.float32).T
+    affinity[:, 0] = -np.inf
+    n = affinity.shape[1] - 1
+    k = max(1, min(top_items, n))
+    coarse = lambda f: f[0] in ("genre", "category", "decade")  # noqa: E731
+    overall = collections.Counter(
+        f for i in range(1, n + 1) for f in vocab.features_of(i) if coarse(f)
+    )
+    labels = []
+    for row in affinity:
+        top = np.argsort(-row, kind="stable")[:k]
+        counts = collections.Counter(f for i in top for f in vocab.features_of(int(i)) if coarse(f))
+        scored = []
+        for f, c in counts.items():
+            lift = (c / k) / (overall[f] / n)
+            if c >= 2 and lift > 1.0:
+                scored.append((c / k * math.log(lift), f))
+        best = [f for _, f in sorted(scored, key=lambda x: (-x[0], x[1]))]
+        genres = [vocab.label(f) for f in best if f[0] != "decade"][:3]
+        decades = [vocab.label(f) for f in best if f[0] == "decade"][:1]
+        examples = [filter_lib.item_title(items[int(i)]) for i in top[:2]]
+        label = ", ".join(genres + decades) or "mixed"
+        labels.append(f"{label} (e.g. {'; '.join(examples)})")
+    return labels, affinity
+
+
+class ChatSession:
+    """One chat: the liked history, the dialogue and the recommender in use.
+
+    Args:
+      recommenders: name -> `Recommender` (score(histories int32[B, H], texts) -> float[B, N+1],
+        optional intents(...) -> float[B, K]).
+      items: the items table (items[0] is PAD).
+      domain: "movies" | "video games" | "CDs".
+      user_raw_ids: raw id of each user index.
+      user_sequence: user index -> int[n] its items in time order.
+      history_len: H, the history width the recommenders take.
+      settings: display and filter settings.
+      intent_names: K labels (see `intent_labels`), or None.
+      intent_affinity: float[K, N+1] c_m . e_y, or None.
+      system: the recommender to start with (default: the first of SYSTEM_ORDER present).
+    """
+
+    def __init__(
+        self,
+        recommenders: Mapping[str, Any],
+        items: Sequence[Mapping[str, Any]],
+        domain: str,
+        user_raw_ids: Sequence[str] = (),
+        user_sequence: Callable[[int], np.ndarray] | None = None,
+        history_len: int = 24,
+        settings: ChatSettings = ChatSettings(),
+        intent_names: Sequence[str] | None = None,
+        intent_affinity: np.ndarray | None = None,
+        system: str | None = None,
+    ):
+        if not recommenders:
+            raise ChatError("no recommender to chat with")
+        self.recommenders = dict(recommenders)
+        self.items = items
+        self.vocab = FeatureVocab(items, domain)
+        self.titles = TitleIndex(items)
+        self.users = {str(u): i for i, u in enumerate(user_raw_ids)}
+        self.user_sequence = user_sequence
+        self.history_len = int(history_len)
+        self.settings = settings
+        self.intent_names = list(intent_names) if intent_names is not None else None
+        self.intent_affinity = intent_affinity
+        order = [s for s in SYSTEM_ORDER if s in self.recommenders] + sorted(self.recommenders)
+        self.system = system if system in self.recommenders else order[0]
+        self.finished = False
+        self.user: str | None = None
+        self.state = ConversationState()
+
+    # ------------------------------------------------------------------------------ entry
+    def greeting(self) -> str:
+        """The first message."""
+        return (
+            f"Conversational recommender ({self.system}; {len(self.items) - 1} items). "
+            "Pick a user with /user <id> or tell me titles you like with /like A; B, "
+            "then ask for something. /help lists the commands."
+        )
+
+    def handle(self, line: str) -> str:
+        """Answers one line of input (a command or a request); never raises."""
+        try:
+            return self._handle(line)
+        except Exception as e:  # The chat must survive any input; the trace goes to the log.
+            logging.exception("chat: error handling %r", line[:200])
+            return f"Sorry, something went wrong ({type(e).__name__}); please try again."
+
+    def _handle(self, line: str) -> str:
+        text = _CONTROL_RE.sub(" ", str(line)).strip()
+        note = ""
+        if len(text) > MAX_INPUT_CHARS:
+            text = text[:MAX_INPUT_CHARS]
+            note = f"(Your message was long; I read its first {MAX_INPUT_CHARS} characters.)\n"
+        if not text:
+            return "Tell me what you are looking for, or type /help."
+        if text.startswith("/"):
+            cmd, _, arg = text[1:].partition(" ")
+            handler = {
+                "help": self._help,
+                "user": self._user,
+                "like": self._like,
+                "system": self._system,
+                "reset": self._reset,
+                "quit": self._quit,
+                "exit": self._quit,
+            }.get(cmd.lower())
+            if handler is None:
+                return f"Unknown command /{cmd[:40]}. Type /help for the commands."
+            return note + handler(arg.strip())
+        return note + self._request(text)
+
+    # --------------------------------------------------------------------------- commands
+    def _help(self, arg: str) -> str:
+        del arg
+        return HELP.format(systems=", ".join(sorted(self.recommenders)))
+
+    def _quit(self, arg: str) -> str:
+        del arg
+        self.finished = True
+        return "Bye!"
+
+    def _reset(self, arg: str) -> str:
+        del arg
+        self.user = None
+        self.state = ConversationState()
+        return "Starting over: no user, no liked titles, no dialogue."
+
+    def _system(self, arg: str) -> str:
+        if arg not in self.recommenders:
+            return (
+                f"Unknown system {arg[:40]!r}; available: {', '.join(sorted(self.recommenders))}."
+            )
+        self.system = arg
+        return f"Now recommending with {arg}."
+
+    def _user(self, arg: str) -> str:
+        if not arg:
+            return "Usage: /user <raw user id>, e.g. /user " + (next(iter(self.users), "1"))
+        if arg not in self.users or self.user_sequence is None:
+            close = [u for u in self.users if u.startswith(arg)][:5]
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            return f"No user {arg[:40]!r}.{hint}"
+        seq = [int(i) for i in np.asarray(self.user_sequence(self.users[arg]))]
+        self.user = arg
+        self.state = ConversationState(history=seq[-self.history_len :])
+        recent = ", ".join(self._name(i) for i in reversed(self.state.history[-3:]))
+        return (
+            f"Chatting as user {arg}: {len(self.state.history)} liked items "
+            f"(most recent: {recent}). What are you looking for?"
+        )
+
+    def _like(self, arg: str) -> str:
+        queries = split_titles(arg)
+        if not queries:
+            return "Usage: /like Title; Another title (1995)"
+        lines = []
+        for q in queries[:20]:
+            m = self.titles.lookup(q[:200])
+            if m.item is not None:
+                self.state.history = [i for i in self.state.history if i != m.item] + [m.item]
+                guess = " (closest match)" if m.status == "fuzzy" else ""
+                lines.append(f"Added {self._name(m.item)}{guess}.")
+            elif m.status == "ambiguous":
+                opts = "; ".join(self._name(i) for i in m.suggestions)
+                lines.append(f"{q[:80]!r} matches several titles: {opts}. Which one?")
+            elif m.suggestions:
+                opts = "; ".join(self._name(i) for i in m.suggestions)
+                lines.append(f"No title {q[:80]!r}. Did you mean: {opts}?")
+            else:
+                lines.append(f"No title like {q[:80]!r}.")
+        self.state.history = self.state.history[-self.history_len :]
+        lines.append(f"{len(self.state.history)} liked titles so far.")
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------------------- requests
+    def _request(self, text: str) -> str:
+        refine = _REFINE_RE.match(text)
+        rest = text[refine.end() :].strip() if refine else text
+        ignore = [str(self.items[i].get("title") or "") for i in self.state.history]
+        self.state.add_user_turn(text, self.vocab, ignore, ranked=bool(rest))
+        query = self.state.ranking_text("dialogue", max_chars=MAX_TEXT_CHARS)
+        history = np.zeros((1, self.history_len), np.int32)
+        liked = self.state.history[-self.history_len :]
+        if liked:
+            history[0, -len(liked) :] = liked
+        rec = self.recommenders[self.system]
+        pool = self.settings.candidates + 2 * self.settings.top_k
+        ranked = filter_lib.rank_items(
+            np.asarray(rec.score(history, [query])), history, pool, self.settings.mask_history
+        )[0]
+        shown = filter_lib.hard_filter(
+            ranked,
+            self.vocab.features_of,
+            self.state.included,
+            self.state.excluded,
+            self.state.shown,
+            top_k=self.settings.top_k,
+            candidates=self.settings.candidates,
+            has_title=lambda i: bool(self.items[i].get("title")),
+        )
+        inc = [self.vocab.label(f) for f in self.state.included]
+        exc = [self.vocab.label(f) for f in self.state.excluded]
+        names = [filter_lib.item_title(self.items[i]) for i in shown]
+        self.state.add_system_turn(filter_lib.system_utterance(names, inc, exc), shown)
+        return self._render(shown, inc, exc, rec, history, query)
+
+    def _render(self, shown, inc, exc, rec, history, query) -> str:
+        lines = []
+        if inc or exc:
+            lines.append(
+                "We infer you like: "
+                + (", ".join(inc) if inc else "anything")
+                + (f" (not: {', '.join(exc)})" if exc else "")
+            )
+        top = self._top_intents(rec, history, query)
+        if not shown:
+            lines.append("I have nothing left to recommend for that; try /reset.")
+        for n, i in enumerate(shown, 1):
+            lines.append(f"  {n}. {self._name(i)} | {self._attributes(i)}{self._via(i, top)}")
+        if top and self.intent_names is not None:
+            lines.append(
+                "Intents behind these (p(m|u,x)): "
+                + "; ".join(f"#{m} {p:.0%} {self.intent_names[m]}" for m, p in top)
+            )
+        lines.append('Say more to refine, or "not these" for other items.')
+        return "\n".join(lines)
+
+    def _top_intents(self, rec, history, query) -> list[tuple[int, float]]:
+        if getattr(rec, "intents", None) is None:
+            return []
+        p = np.asarray(rec.intents(history, [query]))[0]
+        order = np.argsort(-p, kind="stable")[: self.settings.num_intents_shown]
+        return [(int(m), float(p[m])) for m in order]
+
+    def _via(self, item: int, top: Sequence[tuple[int, float]]) -> str:
+        if not top or self.intent_affinity is None:
+            return ""
+        m = max((m for m, _ in top), key=lambda m: self.intent_affinity[m, item])
+        return f" | intent #{m}"
+
+    def _name(self, item: int) -> str:
+        return filter_lib.item_title(self.items[item])
+
+    def _attributes(self, item: int) -> str:
+        it = self.items[item]
+        parts = list(it.get("genres") or [])[:4] or list(it.get("categories") or [])[-3:]
+        tags = list(it.get("tags") or [])[:3]
+        out = ", ".join(str(p) for p in parts) or "no genre listed"
+        return out + (f"; tags: {', '.join(tags)}" if tags else "")
+
+    # ---------------------------------------------------------------------------- loading
+    @classmethod
+    def from_workdir(cls, config, workdir: str | pathlib.Path) -> ChatSession:
+        """Loads a trained workdir (dataset, systems, intents) into a session."""
+        from latentcrs_jax.evaluation import recommenders as recommenders_lib
+        from latentcrs_jax.training import pretrain, pretrain_stage
+
+        workdir = pathlib.Path(workdir)
+        backbone = pretrain_stage.stage_dir(workdir)
+        if not (backbone / "result.json").is_file():
+            raise ChatError(
+                f"{workdir} has no trained backbone ({backbone}/result.json): run the pipeline "
+                "(python -m launch.run) first"
+            )
+        systems, ctx = recommenders_lib.load_systems(config, workdir)
+        ds = ctx.dataset
+        vocab = FeatureVocab(ds.items, ds.domain)
+        _, _, intents = pretrain.load_backbone(backbone)
+        names, affinity = intent_labels(intents, ctx.item_emb, ds.items, vocab)
+        return cls(
+            systems,
+            ds.items,
+            ds.domain,
+            ds.user_raw_ids,
+            ds.sequence,
+            history_len=int(ds.splits["test"].history.shape[1]),
+            settings=ChatSettings(mask_history=bool(config.em.mask_history)),
+            intent_names=names,
+            intent_affinity=affinity,
+        )
+
+
+def run_chat(
+    session: ChatSession,
+    lines: Iterable[str],
+    write: Callable[[str], Any],
+    prompt: str = "",
+) -> int:
+    """Feeds input lines to a session until /quit or the end of input.
+
+    Args:
+      session: the chat.
+      lines: input lines (e.g. sys.stdin).
+      write: output sink (e.g. sys.stdout.write); every answer ends with a new line.
+      prompt: written before each input line (e.g. "> " on a terminal).
+
+    Returns:
+      The number of lines handled.
+    """
+    write(session.greeting() + "\n")
+    handled = 0
+    write(prompt)
+    for line in lines:
+        write(session.handle(line.rstrip("\n")) + "\n")
+        handled += 1
+        if session.finished:
+            break
+        write(prompt)
+    return handled

@@ -1,0 +1,542 @@
+"""Multi-turn evaluation (method.md 5): simulated dialogues, success rate and average turns.
+
+Protocol, for every system of `config.multi_turn.systems` on the same seeded test samples:
+* turn 0 is the sample's cached first-turn utterance (the simulate stage's x_u);
+* each round 1..R: the recommender ranks every item with (history, ranking text), where the
+  text is the accumulated user side of the dialogue (or the last user turn); PAD and (by
+  default) history items are never ranked; a filtered system applies the hard filter
+  (LatentCRS^F, `filter.hard_filter`) to the top `candidates`, the others show the top `top_k`
+  as ranked; success at the first round whose shown items hold the target;
+* otherwise the simulator (template by default; the LLM simulator when configured) refuses and
+  reveals one more attribute, and its reply joins the dialogue.
+Metrics: SR@r = share of samples that succeeded by round r (r = 1..R); AT = mean over samples of
+the success round, a failure counting R.
+
+Rounds are batched across samples and systems: per round, every text a text-using system will
+rank is embedded in one call (`EmbeddingMemo.prefetch`; systems that share a dialogue text
+share its embedding), then each system scores its open dialogues `batch_size` rows at a time
+(padded, so one compile per system). Outputs of `run`: `<workdir>/eval/multi_turn.json`,
+`multi_turn.md`, `transcripts/<system>.jsonl`, and the stage manifest in `eval/multi_turn/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from latentcrs_jax import fileio, stage_manifest
+from latentcrs_jax.conversation import filter as filter_lib
+from latentcrs_jax.conversation import transcripts as transcripts_lib
+from latentcrs_jax.conversation.features import FeatureVocab
+from latentcrs_jax.conversation.state import RANKING_TEXTS, ConversationState
+from latentcrs_jax.errors import UserInputError
+from latentcrs_jax.simulator.state import DialogueState, Utterance, history_ids
+
+
+class MultiTurnConfigError(UserInputError, ValueError):
+    """A bad `config.multi_turn` field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemSpec:
+    """A row of the table: which recommender, and whether the hard filter re-orders it."""
+
+    name: str  # Row key, also the transcript file name.
+    label: str  # Row label.
+    recommender: str  # Key into `recommenders.load_systems(...)[0]`.
+    hard_filter: bool  # LatentCRS^F-style filter on the top candidates.
+    uses_text: bool = True  # False: the recommender ignores the dialogue.
+
+
+SYSTEM_SPECS: dict[str, SystemSpec] = {
+    s.name: s
+    for s in (
+        SystemSpec("latentcrs_f", "LatentCRS^F", "latentcrs", True),
+        SystemSpec("latentcrs", "LatentCRS (no filter)", "latentcrs", False),
+        SystemSpec("backbone", "backbone SASRec (text ignored)", "backbone", False, False),
+        SystemSpec("text_f", "text-only retrieval + filter", "text", True),
+        SystemSpec("fusion_f", "joint fusion (no EM) + filter", "fusion", True),
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiTurnSettings:
+    """Typed mirror of `config.multi_turn` (field comments live in configs/base.py)."""
+
+    num_samples: int = 500
+    rounds: int = 5
+    top_k: int = 5
+    candidates: int = 50
+    sample_seed: int = 1024
+    ranking_text: str = "dialogue"
+    transcripts_per_system: int = 5
+    systems: tuple[str, ...] = tuple(SYSTEM_SPECS)
+    batch_size: int = 256
+    faithful_filter_order: bool = False
+    mask_history: bool = True
+
+    def __post_init__(self):
+        if self.ranking_text not in RANKING_TEXTS:
+            raise MultiTurnConfigError(
+                f"multi_turn.ranking_text must be one of {RANKING_TEXTS}, got {self.ranking_text!r}"
+            )
+        for name in ("rounds", "top_k", "candidates", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise MultiTurnConfigError(f"multi_turn.{name} must be >= 1")
+        unknown = [s for s in self.systems if s not in SYSTEM_SPECS]
+        if unknown:
+            raise MultiTurnConfigError(
+                f"unknown multi_turn system(s) {unknown}; known: {list(SYSTEM_SPECS)}"
+            )
+
+    @classmethod
+    def from_config(cls, section: Any, mask_history: bool = True) -> MultiTurnSettings:
+        """Builds from a ConfigDict section (or mapping); unknown keys are an error."""
+        values = dict(section.items()) if section is not None else {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise MultiTurnConfigError(f"unknown multi_turn field(s) {unknown}; known: {names}")
+        values.setdefault("mask_history", bool(mask_history))
+        values["systems"] = tuple(values.get("systems", cls.systems))
+        return cls(**values)
+
+
+def sample_indices(num_available: int, num_samples: int, seed: int) -> list[int]:
+    """The evaluated test samples: `num_samples` drawn with `random.Random(seed)`, sorted.
+
+    All samples when `num_samples` is <= 0 or at least `num_available`.
+    """
+    if num_samples <= 0 or num_samples >= num_available:
+        return list(range(num_available))
+    return sorted(random.Random(seed).sample(range(num_available), num_samples))
+
+
+def success_metrics(success_rounds: Sequence[int | None], rounds: int) -> dict[str, Any]:
+    """SR after each round and AT (a failure counts `rounds`) of one system.
+
+    Args:
+      success_rounds: per sample, the first successful round (1-based) or None.
+      rounds: R.
+
+    Returns:
+      {"samples", "successes", "success_rate": [SR@1..SR@R], "average_turns"}.
+    """
+    n = len(success_rounds)
+    r = np.array([rounds + 1 if s is None else int(s) for s in success_rounds], dtype=np.int64)
+    return {
+        "samples": n,
+        "successes": int((r <= rounds).sum()),
+        "success_rate": [float((r <= k).mean()) if n else 0.0 for k in range(1, rounds + 1)],
+        "average_turns": float(np.minimum(r, rounds).mean()) if n else 0.0,
+    }
+
+
+class EmbeddingMemo:
+    """Wraps `embed(texts) -> float32[N, D]` with an in-memory cache of every text seen.
+
+    `prefetch(texts)` embeds the unseen ones in one call, so later calls are lookups.
+    """
+
+    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray]):
+        self._embed = embed
+        self._cache: dict[str, np.ndarray] = {}
+
+    def prefetch(self, texts: Sequence[str]) -> None:
+        """Embeds the texts not cached yet, together."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if new:
+            for text, vec in zip(new, np.asarray(self._embed(new))):
+                self._cache[text] = vec
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """float32[N, D] embeddings of `texts`, in order."""
+        texts = list(texts)
+        self.prefetch(texts)
+        if not texts:
+            return np.asarray(self._embed([]))
+        return np.stack([self._cache[t] for t in texts])
+
+
+@dataclasses.dataclass
+class _Dialogue:
+    sim: DialogueState
+    conv: ConversationState
+    success_round: int | None = None
+
+
+def _score_rows(
+    recommender, histories: np.ndarray, texts: Sequence[str], batch_size: int, k: int, mask: bool
+) -> list[list[int]]:
+    """Ranked ids (top k) of each row, scoring `batch_size` padded rows per call."""
+    out: list[list[int]] = []
+    for start in range(0, len(texts), batch_size):
+        h = histories[start : start + batch_size]
+        t = list(texts[start : start + batch_size])
+        n = len(t)
+        if n < batch_size:
+            h = np.concatenate([h, np.zeros((batch_size - n, h.shape[1]), h.dtype)])
+            t += [""] * (batch_size - n)
+        scores = np.asarray(recommender.score(h, t))[:n]
+        out += filter_lib.rank_items(scores, h[:n], k=k, mask_history=mask)
+    return out
+
+
+def _recommend(
+    spec: SystemSpec,
+    conv: ConversationState,
+    ranked: Sequence[int],
+    vocab: FeatureVocab,
+    titles: Sequence[str],
+    has_title: Sequence[bool],
+    settings: MultiTurnSettings,
+) -> tuple[list[int], str]:
+    """The items one system shows for one dialogue this round, and its utterance."""
+    if not spec.hard_filter:
+        shown = list(ranked[: settings.top_k])
+        return shown, filter_lib.system_utterance([titles[i] for i in shown])
+    shown = filter_lib.hard_filter(
+        ranked,
+        vocab.features_of,
+        conv.included,
+        conv.excluded,
+        conv.shown,
+        top_k=settings.top_k,
+        candidates=settings.candidates,
+        has_title=has_title.__getitem__,
+        shown_last=not settings.faithful_filter_order,
+    )
+    text = filter_lib.system_utterance(
+        [titles[i] for i in shown],
+        [vocab.label(f) for f in conv.included],
+        [vocab.label(f) for f in conv.excluded],
+    )
+    return shown, text
+
+
+def simulate_dialogues(
+    recommenders: Mapping[str, Any],
+    specs: Sequence[SystemSpec],
+    histories: np.ndarray,
+    targets: np.ndarray,
+    keys: Sequence[str],
+    first_utterances: Sequence[Utterance],
+    simulator: Any,
+    items: Sequence[Mapping[str, Any]],
+    vocab: FeatureVocab,
+    settings: MultiTurnSettings,
+    prefetch: Callable[[Sequence[str]], None] | None = None,
+) -> dict[str, list[transcripts_lib.Transcript]]:
+    """Runs the protocol for every system on the same samples.
+
+    Args:
+      recommenders: recommender key -> `Recommender` (score(histories int32[B, H], texts) ->
+        float32[B, N+1]).
+      specs: the systems (rows).
+      histories: int32[S, H] left-padded histories of the samples.
+      targets: int32[S] target ids.
+      keys: S sample keys.
+      first_utterances: S first-turn utterances (the cached x_u).
+      simulator: `TemplateSimulator` or `LLMSimulator` (needs `respond_many`).
+      items: the items table (items[0] is PAD).
+      vocab: the feature vocabulary of `items`.
+      settings: the protocol settings.
+      prefetch: called with every text of a round before scoring (an `EmbeddingMemo`).
+
+    Returns:
+      system name -> S transcripts in sample order (`sample_index` is the position here).
+    """
+    histories = np.asarray(histories)
+    n = len(targets)
+    if not (histories.shape[0] == n == len(keys) == len(first_utterances)):
+        raise ValueError("histories, targets, keys and first utterances must have one row each")
+    hist_ids = [history_ids(h) for h in histories]
+    hist_titles = [[str(items[i].get("title") or "") for i in h] for h in hist_ids]
+    titles = [filter_lib.item_title(it) for it in items]
+    has_title = [bool(it.get("title")) for it in items]
+    batch = min(settings.batch_size, max(n, 1))
+    pool = settings.candidates + 2 * settings.top_k
+    dialogues: dict[str, list[_Dialogue]] = {}
+    for spec in specs:
+        rows = []
+        for j in range(n):
+            utt = first_utterances[j]
+            sim = DialogueState(
+                sample_key=str(keys[j]),
+                target=int(targets[j]),
+                history=list(hist_ids[j]),
+                revealed=list(utt.conditions),
+                turns=[{"role": "user", "text": utt.text, "items": []}],
+                done=bool(utt.done),
+            )
+            conv = ConversationState(history=list(hist_ids[j]))
+            conv.add_user_turn(utt.text, vocab, hist_titles[j])
+            rows.append(_Dialogue(sim, conv))
+        dialogues[spec.name] = rows
+    start = time.perf_counter()
+    for rnd in range(1, settings.rounds + 1):
+        open_rows = {
+            s.name: [j for j, d in enumerate(dialogues[s.name]) if d.success_round is None]
+            for s in specs
+        }
+        texts = {
+            s.name: [
+                dialogues[s.name][j].conv.ranking_text(settings.ranking_text)
+                for j in open_rows[s.name]
+            ]
+            for s in specs
+        }
+        if prefetch is not None:
+            prefetch([t for s in specs if s.uses_text for t in texts[s.name]])
+        replies: list[tuple[_Dialogue, list[int], str, list[str]]] = []
+        for spec in specs:
+            rows = open_rows[spec.name]
+            if not rows:
+                continue
+            ranked = _score_rows(
+                recommenders[spec.recommender],
+                histories[rows],
+                texts[spec.name],
+                batch,
+                pool,
+                settings.mask_history,
+            )
+            for j, ids in zip(rows, ranked):
+                d = dialogues[spec.name][j]
+                shown, text = _recommend(spec, d.conv, ids, vocab, titles, has_title, settings)
+                d.conv.add_system_turn(text, shown)
+                if int(targets[j]) in shown:
+                    d.success_round = rnd
+                elif rnd < settings.rounds and not d.sim.done:
+                    replies.append((d, shown, text, hist_titles[j]))
+        if replies:
+            answers = simulator.respond_many(
+                [d.sim for d, *_ in replies], [r[1] for r in replies], [r[2] for r in replies]
+            )
+            for (d, _, _, ignore), (new_sim, utt) in zip(replies, answers):
+                d.sim = new_sim
+                d.conv.add_user_turn(utt.text, vocab, ignore)
+        logging.info(
+            "multi-turn round %d/%d: %s (%.1fs)",
+            rnd,
+            settings.rounds,
+            ", ".join(
+                f"{s.name} SR {np.mean([d.success_round is not None for d in rows]):.3f}"
+                for s, rows in ((s, dialogues[s.name]) for s in specs)
+            ),
+            time.perf_counter() - start,
+        )
+    return {
+        spec.name: [
+            transcripts_lib.Transcript(
+                system=spec.name,
+                label=spec.label,
+                sample_index=j,
+                sample_key=str(keys[j]),
+                target=int(targets[j]),
+                target_title=titles[int(targets[j])],
+                success_round=d.success_round,
+                state=d.conv,
+            )
+            for j, d in enumerate(dialogues[spec.name])
+        ]
+        for spec in specs
+    }
+
+
+def to_markdown(results: Mapping[str, Mapping[str, Any]], rounds: int) -> str:
+    """The table: one row per system, SR@1..SR@R and AT."""
+    head = [f"SR@{r}" for r in range(1, rounds + 1)] + ["AT"]
+    lines = ["| system | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for row in results.values():
+        cells = [f"{v:.4f}" for v in row["success_rate"]] + [f"{row['average_turns']:.3f}"]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate(
+    recommenders: Mapping[str, Any],
+    histories: np.ndarray,
+    targets: np.ndarray,
+    keys: Sequence[str],
+    first_utterances: Sequence[Utterance],
+    simulator: Any,
+    items: Sequence[Mapping[str, Any]],
+    domain: str,
+    settings: MultiTurnSettings,
+    prefetch: Callable[[Sequence[str]], None] | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[transcripts_lib.Transcript]]]:
+    """Runs every configured system whose recommender exists; returns (results, transcripts).
+
+    `results[name]` is `success_metrics(...)` plus "label", "recommender" and "hard_filter".
+    Systems whose recommender is missing (e.g. no fusion run) are skipped with a warning.
+    """
+    specs = []
+    for name in settings.systems:
+        spec = SYSTEM_SPECS[name]
+        if spec.recommender in recommenders:
+            specs.append(spec)
+        else:
+            logging.warning("multi-turn: no %r recommender; skipping %s", spec.recommender, name)
+    vocab = FeatureVocab(items, domain)
+    dialogues = simulate_dialogues(
+        recommenders,
+        specs,
+        histories,
+        targets,
+        keys,
+        first_utterances,
+        simulator,
+        items,
+        vocab,
+        settings,
+        prefetch,
+    )
+    results = {}
+    for spec in specs:
+        metrics = success_metrics([t.success_round for t in dialogues[spec.name]], settings.rounds)
+        results[spec.name] = {
+            "label": spec.label,
+            "recommender": spec.recommender,
+            "hard_filter": spec.hard_filter,
+            **metrics,
+        }
+    return results, dialogues
+
+
+def write_outputs(
+    out_dir: str | pathlib.Path,
+    results: Mapping[str, Any],
+    dialogues: Mapping[str, Sequence[transcripts_lib.Transcript]],
+    settings: MultiTurnSettings,
+    header: str,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Writes `multi_turn.json`, `multi_turn.md` and `transcripts/*.jsonl`; returns the table."""
+    out_dir = pathlib.Path(out_dir)
+    for name, rows in dialogues.items():
+        transcripts_lib.write_transcripts(
+            out_dir / "transcripts" / f"{name}.jsonl", list(rows)[: settings.transcripts_per_system]
+        )
+    fileio.write_json(
+        out_dir / "multi_turn.json",
+        {"settings": stage_manifest.to_plain(dataclasses.asdict(settings)), "systems": results}
+        | dict(extra or {}),
+    )
+    md = header + "\n\n" + to_markdown(results, settings.rounds)
+    fileio.write_text(out_dir / "multi_turn.md", md + "\n")
+    return md
+
+
+# ----------------------------------------------------------------------------------------------
+# Pipeline stage.
+# ----------------------------------------------------------------------------------------------
+
+
+def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
+    """Where the stage keeps its manifest (and the LLM simulator's response cache)."""
+    return pathlib.Path(workdir) / "eval" / "multi_turn"
+
+
+def _fingerprint(config, workdir: pathlib.Path, settings: MultiTurnSettings) -> str:
+    from latentcrs_jax.data import prepare as prepare_lib
+    from latentcrs_jax.simulator import stage as simulate_stage
+    from latentcrs_jax.text import stage as encode_stage
+    from latentcrs_jax.training import em_stage, pretrain_stage
+
+    seed = config.em_seeds[0]
+    dirs = {
+        "data": prepare_lib.data_dir(workdir),
+        "utterances": simulate_stage.stage_dir(workdir),
+        "embeddings": encode_stage.stage_dir(workdir),
+        "pretrain": pretrain_stage.stage_dir(workdir),
+        "em": em_stage.stage_dir(workdir) / f"seed{seed}" / "em",
+        "fusion": em_stage.stage_dir(workdir) / f"seed{seed}" / "fusion",
+    }
+    upstream = {
+        name: (stage_manifest.content_hash(d) if stage_manifest.read(d) is not None else None)
+        for name, d in dirs.items()
+    }
+    return stage_manifest.fingerprint(
+        upstream=upstream,
+        multi_turn=dataclasses.asdict(settings),
+        simulator=config.simulator,
+        text=config.text,
+        em_seed=seed,
+    )
+
+
+def run(config, workdir: str | pathlib.Path) -> str:
+    """The multi-turn stage of a trained workdir; skipped when its manifest is complete.
+
+    Returns:
+      A header line and the Markdown table (also in `<workdir>/eval/multi_turn.md`).
+    """
+    from latentcrs_jax.evaluation import recommenders as recommenders_lib
+    from latentcrs_jax.simulator import api as simulator_api
+    from latentcrs_jax.simulator import stage as simulate_stage
+
+    workdir = pathlib.Path(workdir)
+    settings = MultiTurnSettings.from_config(
+        config.multi_turn, mask_history=bool(config.em.mask_history)
+    )
+    out = stage_dir(workdir)
+    fp = _fingerprint(config, workdir, settings)
+    md_path = workdir / "eval" / "multi_turn.md"
+    if stage_manifest.is_complete(out, fp) and md_path.is_file():
+        logging.info("multi-turn: %s is complete; skipping", out)
+        return md_path.read_text(encoding="utf-8").rstrip("\n")
+    systems, ctx = recommenders_lib.load_systems(config, workdir)
+    memo = EmbeddingMemo(ctx.embed)
+    ctx.embed = memo  # The systems embed through ctx.embed: they now share the memo.
+    ds = ctx.dataset
+    test = ds.splits["test"]
+    if len(test) == 0:
+        raise MultiTurnConfigError(f"{workdir}: the test split is empty")
+    idx = sample_indices(len(test), settings.num_samples, settings.sample_seed)
+    utterances = simulate_stage.load_utterances(workdir, "test")
+    simulator = simulator_api.make_simulator(
+        config.simulator, ds.items, ds.domain, cache_path=out / "llm_cache.jsonl"
+    )
+    start = time.perf_counter()
+    results, dialogues = evaluate(
+        systems,
+        test.history[idx],
+        test.target[idx],
+        [ds.sample_key("test", i) for i in idx],
+        [utterances[i] for i in idx],
+        simulator,
+        ds.items,
+        ds.domain,
+        settings,
+        prefetch=memo.prefetch,
+    )
+    seconds = time.perf_counter() - start
+    for rows in dialogues.values():  # Positions -> test-split indices.
+        for t in rows:
+            t.sample_index = idx[t.sample_index]
+    kind = str(config.simulator.kind)
+    header = (
+        f"Multi-turn results ({len(idx)} test samples, {settings.rounds} rounds, top-"
+        f"{settings.top_k} shown, {kind} simulator, ranking text: {settings.ranking_text}; "
+        f"{seconds:.0f}s)"
+    )
+    md = write_outputs(
+        workdir / "eval",
+        results,
+        dialogues,
+        settings,
+        header,
+        extra={"samples": idx, "seconds": seconds, "simulator": kind},
+    )
+    stage_manifest.write(out, fp, seconds=seconds, systems=list(results))
+    logging.info("multi-turn: %d samples, %d systems in %.1fs", len(idx), len(results), seconds)
+    return md
