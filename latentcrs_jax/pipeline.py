@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from absl import logging
 
+from latentcrs_jax.conversation import multi_turn
 from latentcrs_jax.data import prepare as prepare_stage
 from latentcrs_jax.evaluation import one_turn
 from latentcrs_jax.simulator import stage as simulate_stage
@@ -34,6 +35,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("pretrain", pretrain_stage.run),
     Stage("train", em_stage.run),
     Stage("evaluate", one_turn.run),
+    Stage("multi_turn", multi_turn.run),
 )
 
 

@@ -494,9 +494,8 @@ def run(config, workdir: str | pathlib.Path) -> str:
     if stage_manifest.is_complete(out, fp) and md_path.is_file():
         logging.info("multi-turn: %s is complete; skipping", out)
         return md_path.read_text(encoding="utf-8").rstrip("\n")
-    systems, ctx = recommenders_lib.load_systems(config, workdir)
-    memo = EmbeddingMemo(ctx.embed)
-    ctx.embed = memo  # The systems embed through ctx.embed: they now share the memo.
+    systems, ctx = recommenders_lib.load_systems(config, workdir, wrap_embed=EmbeddingMemo)
+    memo = ctx.embed  # Every system embeds through this one memo.
     ds = ctx.dataset
     test = ds.splits["test"]
     if len(test) == 0:

@@ -44,8 +44,14 @@ class Context:
     item_text_emb: np.ndarray | None
 
 
-def load_context(config, workdir: str | pathlib.Path) -> Context:
-    """Loads the dataset, the text encoder (or precomputed table) and the backbone."""
+def load_context(config, workdir: str | pathlib.Path, wrap_embed=None) -> Context:
+    """Loads the dataset, the text encoder and the backbone.
+
+    Args:
+      config: the experiment config.
+      workdir: a finished workdir.
+      wrap_embed: optional `f(embed) -> embed` (e.g. a memo shared by every system).
+    """
     workdir = pathlib.Path(workdir)
     ds = dataset_lib.load(prepare_lib.data_dir(workdir), config.data)
     settings = encode.TextSettings.from_config(config.text)
@@ -62,7 +68,7 @@ def load_context(config, workdir: str | pathlib.Path) -> Context:
         item_text = None
     return Context(
         dataset=ds,
-        embed=encoder.encode,
+        embed=wrap_embed(encoder.encode) if wrap_embed else encoder.encode,
         user_states=user_states,
         item_emb=np.asarray(params["params"]["item_embed"]["embedding"]),
         item_text_emb=item_text,
@@ -88,11 +94,11 @@ def _prior_system(name: str, ctx: Context, cfg: em.EMConfig, params, intents) ->
 
 
 def load_systems(
-    config, workdir: str | pathlib.Path, seed: int | None = None
+    config, workdir: str | pathlib.Path, seed: int | None = None, wrap_embed=None
 ) -> tuple[dict[str, Recommender], Context]:
     """Every available system of a finished workdir (first EM seed unless `seed`)."""
     workdir = pathlib.Path(workdir)
-    ctx = load_context(config, workdir)
+    ctx = load_context(config, workdir, wrap_embed)
     seed = config.em_seeds[0] if seed is None else seed
     cfg = em.EMConfig.from_config(config.em)
     _, _, intents = pretrain.load_backbone(workdir / "pretrain")
