@@ -12,6 +12,9 @@ def run(main) -> None:
     """`app.run(main)`, printing UserInputError as 'error: ...' (exit 1), no traceback."""
 
     def wrapped(argv):
+        from latentcrs_jax.training import distributed
+
+        distributed.maybe_initialize()
         try:
             return main(argv)
         except UserInputError as e:

@@ -112,9 +112,10 @@ def run_stage(
         mesh,
     )
     fit = trainer.fit(task)
-    save_params(out / "best_params.msgpack", fit.best_state.params)
-    stage_manifest.write(out, fp, best_epoch=fit.best_epoch, epochs_run=fit.epochs_run)
-    return json.loads((out / "final_metrics.json").read_text())
+    if jax.process_index() == 0:
+        save_params(out / "best_params.msgpack", fit.best_state.params)
+        stage_manifest.write(out, fp, best_epoch=fit.best_epoch, epochs_run=fit.epochs_run)
+    return {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, **fit.final_metrics}
 
 
 def run(config, workdir: str | pathlib.Path) -> str:

@@ -320,8 +320,9 @@ class Trainer:
         for split in cfg.final_splits:
             final.update(self.evaluate(task, eval_step, best_state, split))
         writer.write(epochs_run, int(best_state.step), {f"final/{k}": v for k, v in final.items()})
-        fileio.write_json(
-            self.workdir / "final_metrics.json",
-            {"best_epoch": best_meta["epoch"], "epochs_run": epochs_run, **final},
-        )
+        if jax.process_index() == 0:
+            fileio.write_json(
+                self.workdir / "final_metrics.json",
+                {"best_epoch": best_meta["epoch"], "epochs_run": epochs_run, **final},
+            )
         return FitResult(best_state, int(best_meta["epoch"]), final, epochs_run, train_seconds)

@@ -11,6 +11,7 @@ import pathlib
 import time
 from collections.abc import Mapping
 
+import jax
 from absl import logging
 
 from latentcrs_jax import fileio
@@ -22,15 +23,16 @@ def _clean(value):
 
 
 class MetricsWriter:
-    """Appends metric records to `<dir>/metrics.jsonl`."""
+    """Appends metric records to `<dir>/metrics.jsonl` (process 0 only on several hosts)."""
 
     def __init__(self, path: str | pathlib.Path):
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.enabled = jax.process_index() == 0
 
     def truncate_after_epoch(self, last_epoch: int) -> None:
         """Keeps only records with epoch <= last_epoch (-1 removes everything)."""
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return
         kept = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
@@ -40,6 +42,8 @@ class MetricsWriter:
 
     def write(self, epoch: int, step: int, metrics: Mapping[str, float]) -> None:
         """Appends one record and flushes."""
+        if not self.enabled:
+            return
         record = {"epoch": int(epoch), "step": int(step)}
         record.update({k: _clean(v) for k, v in sorted(metrics.items())})
         with self.path.open("a", encoding="utf-8") as f:

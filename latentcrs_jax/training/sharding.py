@@ -42,11 +42,24 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         )
 
 
+def process_rows(global_rows: int) -> slice:
+    """The rows of a global batch that this process feeds (contiguous, equal shares)."""
+    n = jax.process_count()
+    if global_rows % n:
+        raise ValueError(f"batch of {global_rows} rows does not split over {n} processes")
+    share = global_rows // n
+    return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+
+
 def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Turns this process's host batch into global arrays sharded over `data`.
+    """Turns a global host batch into global arrays sharded over `data`.
+
+    Every process builds the same global batch (data order is a pure function of seed and
+    epoch); each one hands only its own rows to `jax.make_array_from_process_local_data`, so
+    on several hosts no process ever holds device data it does not own.
 
     Args:
-      batch: name -> array[B_local, ...]; with one process B_local is the global batch.
+      batch: name -> array[B_global, ...].
       mesh: the data mesh.
 
     Returns:
@@ -56,8 +69,9 @@ def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
     out = {}
     for name, value in batch.items():
         value = np.asarray(value)
-        check_batch_size(value.shape[0] * jax.process_count(), mesh)
-        out[name] = jax.make_array_from_process_local_data(sharding, value)
+        check_batch_size(value.shape[0], mesh)
+        local = value[process_rows(value.shape[0])]
+        out[name] = jax.make_array_from_process_local_data(sharding, local, value.shape)
     return out
 
 

@@ -1,0 +1,75 @@
+"""EM on 1 device vs 4 forced CPU devices vs 2 processes through jax.distributed: same numbers."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+
+WORKER = REPO_ROOT / "tests" / "distributed_em_worker.py"
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.pop("XLA_FLAGS", None)
+    env.update(extra)
+    return env
+
+
+def _read(out):
+    return (
+        json.loads((out / "final_metrics.json").read_text()),
+        json.loads((out / "losses.json").read_text()),
+        json.loads((out / "devices.json").read_text()),
+    )
+
+
+def _close(a, b, tol=1e-5):
+    assert a.keys() == b.keys()
+    for k in a:
+        if k in ("best_epoch", "epochs_run"):
+            assert a[k] == b[k], k
+        else:
+            assert a[k] == pytest.approx(b[k], abs=tol), k
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    subprocess.run([sys.executable, str(WORKER), str(out)], env=_env(), check=True, timeout=600)
+    return _read(out)
+
+
+def test_four_devices_match_one(single, tmp_path):
+    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    subprocess.run([sys.executable, str(WORKER), str(tmp_path)], env=env, check=True, timeout=600)
+    final, losses, devices = _read(tmp_path)
+    assert devices == {"processes": 1, "devices": 4}
+    _close(final, single[0])
+    assert losses == pytest.approx(single[1], abs=1e-5)
+
+
+def test_two_processes_match_one(single, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(tmp_path)],
+            env=_env(
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(i),
+            ),
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        assert p.wait(timeout=600) == 0
+    final, losses, devices = _read(tmp_path)
+    assert devices == {"processes": 2, "devices": 2}
+    _close(final, single[0])
+    assert losses == pytest.approx(single[1], abs=1e-5)
