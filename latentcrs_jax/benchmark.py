@@ -1,0 +1,160 @@
+"""Throughput and memory figures for a config (a benchmark, never a test).
+
+Every figure is measured after a warm-up call (compile time reported separately) as the
+median of several timed repeats, on synthetic inputs of the config's sizes (items, K,
+hidden, batch, negatives, history, text width), so no workdir is needed:
+  pretrain sequences/s   one length-L training input's forward + backward (benchmark_pretrain)
+  E-step / M-step        EM samples/s, corrected default (cached user states) and faithful
+                         mode (backbone with dropout inside the step)
+  full ranking           users/s of the three-head full-ranking eval step
+  encoder                sentences/s of the text encoder at its batch size
+  peak RSS               of this process
+"""
+
+import dataclasses
+import functools
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from latentcrs_jax.models import sasrec
+from latentcrs_jax.training import benchmark_pretrain as pretrain_bench
+from latentcrs_jax.training import em, em_data, sharding
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(compile + first call seconds, median seconds of `repeats` further calls)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times)
+
+
+def _em_inputs(num_items, hidden, text_dim, k, history, negatives, rows, seed=0):
+    rng = np.random.default_rng(seed)
+    intents = rng.normal(size=(k, hidden)).astype(np.float32)
+    intents /= np.linalg.norm(intents, axis=1, keepdims=True)
+    item_emb = rng.normal(scale=0.1, size=(num_items + 1, hidden)).astype(np.float32)
+    target = rng.integers(1, num_items + 1, rows).astype(np.int32)
+    split = em_data.SplitArrays(
+        h=rng.normal(size=(rows, hidden)).astype(np.float32),
+        x=rng.normal(size=(rows, text_dim)).astype(np.float32),
+        history=rng.integers(1, num_items + 1, (rows, history)).astype(np.int32),
+        target=target,
+        candidates=np.concatenate(
+            [target[:, None], rng.integers(1, num_items + 1, (rows, negatives))], 1
+        ).astype(np.int32),
+        user=np.arange(rows, dtype=np.int32),
+    )
+    return {"train": split, "valid": split, "test": split}, item_emb, intents
+
+
+def benchmark_em(
+    config, num_items: int, text_dim: int = 384, eval_users: int = 6034, repeats: int = 5
+) -> dict:
+    """E-step and M-step samples/s (corrected and faithful) and full-ranking users/s."""
+    base = em.EMConfig.from_config(config.em)
+    k, hidden = int(config.pretrain.num_intents), int(config.backbone.hidden)
+    history = int(config.data.max_window) - 1
+    rows = max(base.batch_size, eval_users)
+    splits, item_emb, intents = _em_inputs(
+        num_items, hidden, text_dim, k, history, int(config.data.num_negatives), rows
+    )
+    backbone_cfg = sasrec.SASRecConfig(
+        num_items=num_items,
+        max_len=int(config.backbone.max_len),
+        hidden=hidden,
+        num_layers=int(config.backbone.num_layers),
+        num_heads=int(config.backbone.num_heads),
+    )
+    backbone_params = sasrec.init_params(backbone_cfg, jax.random.PRNGKey(0))
+    mesh = sharding.make_mesh()
+    out = {}
+    stage = em.main_plan()[2]
+    for mode, faithful in (("corrected", False), ("faithful", True)):
+        cfg = dataclasses.replace(base, faithful_backbone=faithful, faithful_e_target=faithful)
+        task = em.EMTask(
+            cfg, stage, splits, item_emb, intents, (backbone_cfg, backbone_params), mesh
+        )
+        state = jax.jit(task.create_state)(jax.random.PRNGKey(0))
+        batch = next(task.train_batches(0))
+        batch.pop("phase")
+        placed = sharding.place_batch(batch, mesh)
+        for phase in ("E", "M"):
+            step = jax.jit(functools.partial(task.train_step, phase=phase))
+            call = functools.partial(lambda st, s, b: st(s, b)[1]["loss"], step, state, placed)
+            compile_s, sec = _median_time(call, repeats)
+            out[f"em/{mode}/{phase}_step_samples_per_s"] = base.batch_size / sec
+            out[f"em/{mode}/{phase}_step_compile_s"] = compile_s
+        if mode == "corrected":
+            eval_step = jax.jit(task.eval_step)
+            batches = [sharding.place_batch(b, mesh) for b in task.eval_batches("test")][
+                : -(-eval_users // base.eval_batch_size)
+            ]
+
+            def full_pass(batches=batches, eval_step=eval_step, state=state):
+                return [eval_step(state, b) for b in batches]
+
+            compile_s, sec = _median_time(full_pass, max(1, repeats // 2))
+            out["ranking/users"] = len(batches) * base.eval_batch_size
+            out["ranking/seconds_all_users"] = sec
+            out["ranking/users_per_s_3_heads"] = out["ranking/users"] / sec
+            out["ranking/compile_s"] = compile_s
+    return out
+
+
+def benchmark_encoder(config, num_texts: int = 512, repeats: int = 3) -> dict:
+    """Sentences/s of the configured encoder on synthetic utterance-like sentences."""
+    from latentcrs_jax.text import encode
+
+    settings = encode.TextSettings.from_config(config.text)
+    encoder = encode.TextEncoder.from_settings(settings)
+    words = ("tense", "thriller", "from", "the", "nineties", "with", "a", "twist", "ending")
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, size=rng.integers(6, 30))) for _ in range(num_texts)]
+    result = encode.benchmark_encoder(encoder, texts, settings.batch_size, repeats)
+    return {
+        "encoder/sentences_per_s": result["sentences_per_s"],
+        "encoder/batch_size": settings.batch_size,
+    }
+
+
+def benchmark_pretrain(config, num_items: int) -> dict:
+    """Pretrain sequences/s at the config's backbone sizes (synthetic ML-1M-like sequences)."""
+    result = pretrain_bench.benchmark(
+        loss=str(config.pretrain.loss),
+        num_items=num_items,
+        max_len=int(config.backbone.max_len),
+        hidden=int(config.backbone.hidden),
+        num_layers=int(config.backbone.num_layers),
+        batch_size=int(config.pretrain.batch_size),
+        n_views=int(config.pretrain.n_views),
+        num_intents=int(config.pretrain.num_intents),
+    )
+    return {f"pretrain/{k}": v for k, v in result.items() if isinstance(v, int | float)}
+
+
+def run(config, num_items: int, parts=("pretrain", "em", "encoder")) -> dict:
+    """All figures for a config; peak RSS and device facts included."""
+    out = {
+        "device_kind": jax.devices()[0].device_kind,
+        "device_count": jax.device_count(),
+        "num_items": num_items,
+    }
+    if "pretrain" in parts:
+        out.update(benchmark_pretrain(config, num_items))
+    if "em" in parts:
+        out.update(benchmark_em(config, num_items))
+    if "encoder" in parts:
+        out.update(benchmark_encoder(config))
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return out
