@@ -83,3 +83,15 @@ def test_non_finite_loss_stops_with_step(tmp_path, monkeypatch):
     )
     with pytest.raises(FloatingPointError, match="non-finite training loss .* at step 0"):
         trainer.fit(task)
+
+
+def test_stage_made_with_another_config_starts_over(tmp_path):
+    mesh = sharding.make_mesh()
+    inputs = _inputs()
+    stage = em.main_plan()[0]
+    a, b = small_config(max_epochs=1), small_config(max_epochs=1, learning_rate=1e-2)
+    first = em_stage.run_stage(a, stage, inputs, tmp_path / "x", None, mesh)
+    # Without the restart, b would resume a's finished checkpoint and return a's metrics.
+    again = em_stage.run_stage(b, stage, inputs, tmp_path / "x", None, mesh)
+    fresh = em_stage.run_stage(b, stage, inputs, tmp_path / "y", None, mesh)
+    assert again == fresh and again != first
