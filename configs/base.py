@@ -129,6 +129,7 @@ def get_em_config() -> ml_collections.ConfigDict:
     e.max_epochs = 200  # Upper bound on epochs per stage (authors: 500).
     e.patience = 20  # Early-stopping patience on valid NDCG@10 of the stage's head.
     e.mask_history = True  # Mask history items when ranking (authors: unmasked, 7.9).
+    e.full_softmax = False  # Ranking losses over all items instead of the 10 negatives.
     e.seed = 42  # Seed of init and data order (overridden per run by em_seeds).
     e.faithful_e_target = False  # E-step target softmax(s * p) (authors, 7.5); else Bayes.
     e.faithful_nce = False  # M-step InfoNCE with logits p * s and a mean over m (7.6).

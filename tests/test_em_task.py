@@ -83,3 +83,25 @@ def test_fusion_baseline_has_no_kl(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
     assert "train/M/nce" not in rows[0]
     assert rows[0]["train/M/loss"] == pytest.approx(5.0 * rows[0]["train/M/rec"], rel=1e-5)
+
+
+def test_full_softmax_logits_are_a_softmax_over_every_real_item():
+    splits, item_emb, intents = synthetic_inputs()
+    task = em.EMTask(
+        small_config(full_softmax=True),
+        em.main_plan()[0],
+        splits,
+        item_emb,
+        intents,
+        None,
+        sharding.make_mesh(),
+    )
+    rng = np.random.default_rng(0)
+    user = rng.normal(size=(3, item_emb.shape[1])).astype(np.float32)
+    target = np.array([1, 7, 40], np.int32)
+    logits = np.asarray(task._rank_logits(user, None, item_emb, target))
+    scores = user @ item_emb[1:].T  # real items only
+    expected = -(scores[np.arange(3), target - 1] - np.log(np.exp(scores).sum(1)))
+    m = logits.max(1)
+    got = -(logits[:, 0] - m - np.log(np.exp(logits - m[:, None]).sum(1)))  # -log softmax[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)

@@ -47,6 +47,7 @@ class EMConfig:
     max_epochs: int = 200
     patience: int = 20
     mask_history: bool = True
+    full_softmax: bool = False
     seed: int = 42
     faithful_e_target: bool = False
     faithful_nce: bool = False
@@ -261,6 +262,18 @@ class EMTask:
             method=model.user_state,
         )
 
+    def _rank_logits(self, user, cand, emb, target) -> jax.Array:
+        """Logits whose column 0 is the target: over the sampled candidates, float32[B, C], or
+        (`full_softmax`) over every real item, float32[B, N+1] (PAD and the target's own column
+        set to -inf, the target moved to column 0)."""
+        if not self.cfg.full_softmax:
+            return jnp.einsum("bd,bcd->bc", user, cand)
+        scores = user @ emb.T  # [B, N+1]
+        positive = jnp.take_along_axis(scores, target[:, None], axis=1)
+        ids = jnp.arange(scores.shape[1])[None, :]
+        scores = jnp.where((ids == 0) | (ids == target[:, None]), -jnp.inf, scores)
+        return jnp.concatenate([positive, scores], axis=1)
+
     def _update(self, state, name: str, grads) -> loop.TrainState:
         updates, net_state = self._adam.update(grads, state.opt_state[name], state.params[name])
         params = {**state.params, name: optax.apply_updates(state.params[name], updates)}
@@ -295,7 +308,7 @@ class EMTask:
 
         def loss_fn(post_params):
             q, user = self.posterior.apply(post_params, h)
-            logits = jnp.einsum("bd,bcd->bc", user, cand)
+            logits = self._rank_logits(user, cand, emb, batch["target"])
             tgt = target if target is not None else q
             return em_losses.e_step_loss(
                 q,
@@ -324,7 +337,7 @@ class EMTask:
             p, user = self.prior.apply(
                 prior_params, h, batch["x"], deterministic=False, rngs={"dropout": k_dropout}
             )
-            mix_logits = jnp.einsum("bd,bcd->bc", user, cand)
+            mix_logits = self._rank_logits(user, cand, emb, batch["target"])
             s_cand = None
             if cfg.m_nce_weight:
                 vecs = self.prior.apply(prior_params, method="intent_item_vectors")
