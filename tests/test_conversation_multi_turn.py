@@ -236,7 +236,12 @@ def test_stage_runs_writes_outputs_and_skips_when_complete(tiny_simulated_workdi
     ds = dataset.load(workdir / "data")
     embed_calls = []
     systems, ctx = _fake_systems(ds, embed_calls)
-    monkeypatch.setattr(recommenders, "load_systems", lambda config, wd, seed=None: (systems, ctx))
+
+    def fake_load(config, wd, seed=None, wrap_embed=None):
+        embed = wrap_embed(ctx.embed) if wrap_embed else ctx.embed
+        return systems, types.SimpleNamespace(dataset=ctx.dataset, embed=embed)
+
+    monkeypatch.setattr(recommenders, "load_systems", fake_load)
     config = tiny.get_config()
     config.multi_turn.num_samples = 30
     config.multi_turn.transcripts_per_system = 3
@@ -278,6 +283,6 @@ def test_stage_runs_writes_outputs_and_skips_when_complete(tiny_simulated_workdi
     assert multi_turn.run(config, workdir) == md
     # A changed setting is a different fingerprint: the stage runs again.
     config.multi_turn.rounds = 2
-    monkeypatch.setattr(recommenders, "load_systems", lambda config, wd, seed=None: (systems, ctx))
+    monkeypatch.setattr(recommenders, "load_systems", fake_load)
     md2 = multi_turn.run(config, workdir)
     assert "SR@2 | AT |" in md2 and "SR@3" not in md2
