@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from absl import logging
 
+from latentcrs_jax import report as report_lib
 from latentcrs_jax.conversation import multi_turn
 from latentcrs_jax.data import prepare as prepare_stage
 from latentcrs_jax.evaluation import one_turn
@@ -36,6 +37,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", em_stage.run),
     Stage("evaluate", one_turn.run),
     Stage("multi_turn", multi_turn.run),
+    Stage("report", lambda config, workdir: f"report: {report_lib.build(config, workdir)}"),
 )
 
 
