@@ -24,6 +24,7 @@ from latentcrs_jax.simulator.state import (
     Utterance,
     history_ids,
     recommended_system_text,
+    respond_many_args,
 )
 
 Item = Mapping[str, Any]
@@ -177,10 +178,7 @@ class LLMSimulator:
         system_texts: Sequence[str | None] | None = None,
     ) -> list[tuple[DialogueState, Utterance]]:
         """`respond` over many dialogues concurrently, results in input order."""
-        texts = list(system_texts) if system_texts is not None else [None] * len(states)
-        if not len(states) == len(recommended) == len(texts):
-            raise ValueError("states, recommended and system_texts must have the same length")
-        jobs = list(zip(states, recommended, texts))
+        jobs = respond_many_args(states, recommended, system_texts)
         return self.client.map(lambda j: self.respond(*j), jobs)
 
 

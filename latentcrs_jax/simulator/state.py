@@ -107,3 +107,15 @@ def recommended_system_text(titles: Sequence[str], features: Sequence[str] = ())
     prefix = f"We infer you like :{', '.join(features)}. " if 1 <= len(features) <= 4 else ""
     listing = " ".join(f"{i + 1} {t}" for i, t in enumerate(titles))
     return f"{prefix}The recommended items are: {listing}"
+
+
+def respond_many_args(
+    states: Sequence[DialogueState],
+    recommended: Sequence[Sequence[int]],
+    system_texts: Sequence[str | None] | None,
+) -> list[tuple[DialogueState, Sequence[int], str | None]]:
+    """Checks and zips the arguments of a simulator's `respond_many`."""
+    texts = list(system_texts) if system_texts is not None else [None] * len(states)
+    if not len(states) == len(recommended) == len(texts):
+        raise ValueError("states, recommended and system_texts must have the same length")
+    return list(zip(states, recommended, texts))

@@ -32,6 +32,7 @@ from latentcrs_jax.simulator.state import (
     Utterance,
     history_ids,
     recommended_system_text,
+    respond_many_args,
 )
 
 Item = Mapping[str, Any]
@@ -504,10 +505,8 @@ class TemplateSimulator:
         system_texts: Sequence[str | None] | None = None,
     ) -> list[tuple[DialogueState, Utterance]]:
         """`respond` over many dialogues, results in input order."""
-        texts = list(system_texts) if system_texts is not None else [None] * len(states)
-        if not len(states) == len(recommended) == len(texts):
-            raise ValueError("states, recommended and system_texts must have the same length")
-        return [self.respond(s, r, t) for s, r, t in zip(states, recommended, texts)]
+        jobs = respond_many_args(states, recommended, system_texts)
+        return [self.respond(s, r, t) for s, r, t in jobs]
 
     def _refusal(self, state: DialogueState, rng: random.Random, target_item: Item) -> Utterance:
         for cond in self._next_reveal(state, rng):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from latentcrs_jax import config_utils
 from latentcrs_jax.evaluation import ranking
 from latentcrs_jax.losses import em as em_losses
 from latentcrs_jax.models import latentcrs, sasrec
@@ -59,12 +60,7 @@ class EMConfig:
 
     @classmethod
     def from_config(cls, section) -> "EMConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = dict(section)
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise ValueError(f"unknown config.em fields: {unknown}")
-        return cls(**values)
+        return cls(**config_utils.section_values(cls, section, "em"))
 
     @property
     def prior_config(self) -> latentcrs.PriorConfig:

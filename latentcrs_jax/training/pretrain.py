@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from latentcrs_jax import fileio
+from latentcrs_jax import config_utils, fileio
 from latentcrs_jax.data import augment
 from latentcrs_jax.evaluation import ranking
 from latentcrs_jax.losses import sequential
@@ -456,11 +456,7 @@ def model_config_from(backbone, num_items: int) -> sasrec.SASRecConfig:
 
 def pretrain_config_from(section) -> PretrainConfig:
     """PretrainConfig from the `config.pretrain` section (unknown keys are an error)."""
-    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
-    values = dict(section)
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ValueError(f"unknown config.pretrain fields: {unknown}")
+    values = config_utils.section_values(PretrainConfig, section, "pretrain")
     if "ks" in values:
         values["ks"] = tuple(int(k) for k in values["ks"])
     return PretrainConfig(**values)
