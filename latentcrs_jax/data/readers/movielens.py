@@ -22,6 +22,24 @@ def _movie(raw_id: str, title_year: str, genres: str, tags: list[str]) -> dict:
     return items_lib.make_item(raw_id, title, year=year, genres=_genres(genres), tags=tags)
 
 
+def _dat_rows(path: pathlib.Path, columns: tuple[str, ...]):
+    """Yields (line_no, fields) of a `::`-separated latin-1 file, checking the field count."""
+    with path.open(encoding="latin-1") as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            fields = line.split("::")
+            if len(fields) != len(columns):
+                raise DataError(
+                    f"expected {len(columns)} '::'-separated fields ({'::'.join(columns)}), "
+                    f"got {len(fields)}",
+                    str(path),
+                    line_no,
+                )
+            yield line_no, fields
+
+
 @base.register("movielens_dat")
 def read_dat(data_config) -> base.RawData:
     """Reads ML-1M style `ratings.dat` + `movies.dat` (`::`-separated, ISO-8859-1)."""
@@ -29,39 +47,17 @@ def read_dat(data_config) -> base.RawData:
     movies_path = base.require_file(root / "movies.dat")
     ratings_path = base.require_file(root / "ratings.dat")
     meta = {}
-    with movies_path.open(encoding="latin-1") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            fields = line.split("::")
-            if len(fields) != 3:
-                raise DataError(
-                    f"expected 3 '::'-separated fields (MovieID::Title::Genres), got {len(fields)}",
-                    str(movies_path),
-                    line_no,
-                )
-            base.parse_number(fields[0], int, "MovieID", movies_path, line_no)
-            meta[fields[0]] = _movie(fields[0], fields[1], fields[2], [])
+    for line_no, (movie, title, genres) in _dat_rows(movies_path, ("MovieID", "Title", "Genres")):
+        base.parse_number(movie, int, "MovieID", movies_path, line_no)
+        meta[movie] = _movie(movie, title, genres, [])
     buf = base.InteractionBuffer(ratings_path, data_config.min_rating)
-    with ratings_path.open(encoding="latin-1") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            fields = line.split("::")
-            if len(fields) != 4:
-                raise DataError(
-                    "expected 4 '::'-separated fields (UserID::MovieID::Rating::Timestamp), "
-                    f"got {len(fields)}",
-                    str(ratings_path),
-                    line_no,
-                )
-            user = str(base.parse_number(fields[0], int, "UserID", ratings_path, line_no))
-            item = str(base.parse_number(fields[1], int, "MovieID", ratings_path, line_no))
-            rating = base.parse_number(fields[2], float, "Rating", ratings_path, line_no)
-            ts = base.parse_number(fields[3], int, "Timestamp", ratings_path, line_no)
-            buf.add(user, item, rating, ts, line_no)
+    columns = ("UserID", "MovieID", "Rating", "Timestamp")
+    for line_no, fields in _dat_rows(ratings_path, columns):
+        user, item, rating, ts = (
+            base.parse_number(value, kind, name, ratings_path, line_no)
+            for value, kind, name in zip(fields, (int, int, float, int), columns)
+        )
+        buf.add(str(user), str(item), rating, ts, line_no)
     return buf.finish(meta, str(movies_path), strict_items=True)
 
 
