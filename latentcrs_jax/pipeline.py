@@ -1,7 +1,9 @@
 """The main job: every stage for one config into one workdir, skipping finished stages.
 
 A stage is complete when its outputs exist and were made with the current config (each stage
-checks its own manifest). Stages only read what earlier stages wrote into the workdir.
+checks its own manifest). The one-turn table and the report are re-derived from saved
+metrics on every run (seconds, identical output). Stages only read what earlier stages wrote
+into the workdir.
 Each stage module exposes `run(config, workdir) -> summary`.
 """
 

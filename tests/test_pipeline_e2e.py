@@ -1,7 +1,6 @@
 """The whole pipeline on the tiny config: every stage runs, a second run skips them all."""
 
 import shutil
-import time
 
 from configs import tiny
 from latentcrs_jax import pipeline
@@ -27,11 +26,23 @@ def test_pipeline_end_to_end_then_skips(tiny_encoded_workdir, tmp_path):
         "report/intent_map.png",
     ):
         assert (workdir / path).is_file(), path
-    manifests = sorted(workdir.rglob("manifest.json"))
-    before = {p: p.stat().st_mtime_ns for p in manifests}
-    start = time.perf_counter()
+    # Training stages are skipped: no file is written again except the one-turn table and the
+    # report, which are re-derived from the saved metrics each run (seconds), identically.
+    rederived = ("eval/one_turn.json", "eval/one_turn.md")
+
+    def stamps():
+        return {
+            p: p.stat().st_mtime_ns
+            for p in workdir.rglob("*")
+            if p.is_file()
+            and p.relative_to(workdir).parts[0] != "report"
+            and p.relative_to(workdir).as_posix() not in rederived
+        }
+
+    before = stamps()
+    tables = [(workdir / p).read_bytes() for p in rederived]
     again = []
     pipeline.run(config, workdir, emit=again.append)
-    assert time.perf_counter() - start < 60  # everything is skipped (no training, no encoding)
-    assert {p: p.stat().st_mtime_ns for p in manifests} == before
+    assert stamps() == before
+    assert [(workdir / p).read_bytes() for p in rederived] == tables
     assert again[-4] == lines[-4]  # the same multi-turn table

@@ -62,6 +62,13 @@ class FakeChatServer:
                     if action[0] == "hang":
                         time.sleep(action[1])
                         action = ("ok", "late")
+                finally:
+                    # A request stops counting as in flight before its reply is written: once the
+                    # client has the reply it may send the next request before this thread runs
+                    # again, which would otherwise count one request twice.
+                    with server._lock:
+                        server.in_flight -= 1
+                try:
                     if action[0] == "error":
                         self.send_response(action[1])
                         if action[2] is not None:
@@ -82,9 +89,6 @@ class FakeChatServer:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -211,11 +215,11 @@ def test_unreachable_endpoint_names_the_url():
 
 
 def test_timeout_then_retry(serve):
-    server = serve(lambda n, body: ("hang", 1.0) if n == 0 else ("ok", "after timeout"))
+    server = serve(lambda n, body: ("hang", 5.0) if n == 0 else ("ok", "after timeout"))
     client = _client(server.url, timeout_s=0.2)
     start = time.monotonic()
     assert client.complete([{"role": "user", "content": "hi"}]) == "after timeout"
-    assert len(server.requests) == 2 and time.monotonic() - start < 0.9
+    assert len(server.requests) == 2 and time.monotonic() - start < 3.0  # not the 5 s hang
 
 
 def test_api_key_rules(monkeypatch):
