@@ -154,6 +154,21 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
     m.systems = ("latentcrs_f", "latentcrs", "backbone", "text_f", "fusion_f")  # Table rows.
     m.batch_size = 256  # Dialogues scored per recommender call (padded: one compile).
     m.faithful_filter_order = False  # True: feature matches outrank the shown push-back (authors).
+    # Dialogue-state tracker (multi-turn and chat): "rules" (FeatureVocab matcher, keyless,
+    # deterministic) | "llm" (the paper's JSON prompt on an OpenAI-compatible endpoint, method.md
+    # 5 step 1). Its endpoint fields are its own: the paper tracks with a Llama-3 model, greedily,
+    # and simulates users with Gemini at a sampling temperature.
+    m.state_tracker = "rules"
+    m.tracker_base_url = ""  # LLM tracker endpoint base URL, e.g. "http://127.0.0.1:8000/v1".
+    m.tracker_model = ""  # LLM tracker model name (authors: a Llama-3 instruct model).
+    m.tracker_api_key_env = "OPENAI_API_KEY"  # Env var with the API key; "" or local URL: none.
+    m.tracker_temperature = 0.0  # Sampling temperature; 0 = greedy, as the authors.
+    m.tracker_max_tokens = 512  # Reply length limit (authors: 1024 new tokens).
+    m.tracker_timeout_s = 60.0  # Per-request timeout in seconds.
+    m.tracker_max_retries = 5  # Retries (exponential backoff) on connection errors, 429, 5xx.
+    m.tracker_max_concurrency = 4  # At most this many tracker requests in flight.
+    m.tracker_max_prompt_features = 200  # Candidate features (genres, categories, decades) listed.
+    m.tracker_excluded_features = True  # Also ask for "excluded features"; False: paper's 2 keys.
     return m
 
 

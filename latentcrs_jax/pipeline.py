@@ -54,6 +54,8 @@ def run(
     if until is not None and until not in names:
         raise ValueError(f"unknown stage {until!r}; stages are {names}")
     stages = STAGES[: names.index(until) + 1] if until else STAGES
+    if "multi_turn" in (s.name for s in stages):
+        multi_turn.preflight(config)  # A bad tracker endpoint or key fails now, not after training.
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.time()

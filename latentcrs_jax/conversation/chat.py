@@ -13,6 +13,10 @@ item with (liked history, accumulated request text); the hard filter re-orders t
 with their attributes and the intents of p(m|u,x) that drove them. "not these" (or "no, ...",
 "something else") asks for other items: the shown ones go back, and any words after it refine
 the request. Empty, very long, non-English or nonsense input gets an answer, never a crash.
+The stated features come from the rule matcher, or, with `multi_turn.state_tracker="llm"`,
+from the paper's JSON state-tracking prompt on an OpenAI-compatible endpoint (`llm_tracker.py`;
+its cache is `<workdir>/chat/tracker_cache.jsonl`); an unparsable reply or a failing endpoint
+falls back to the rule matcher for that turn.
 
 Intent labels: intent m's items are the `top_items` items with the highest c_m . e_y (the
 intent vector against the backbone's item embeddings); its label is their most over-represented
@@ -33,6 +37,7 @@ import numpy as np
 from absl import logging
 
 from latentcrs_jax.conversation import filter as filter_lib
+from latentcrs_jax.conversation import llm_tracker
 from latentcrs_jax.conversation.features import FeatureVocab
 from latentcrs_jax.conversation.state import ConversationState
 from latentcrs_jax.conversation.titles import TitleIndex, split_titles
@@ -137,6 +142,7 @@ class ChatSession:
       intent_names: K labels (see `intent_labels`), or None.
       intent_affinity: float[K, N+1] c_m . e_y, or None.
       system: the recommender to start with (default: the first of SYSTEM_ORDER present).
+      tracker: an LLM state tracker (None: the rule matcher reads each request).
     """
 
     def __init__(
@@ -151,6 +157,7 @@ class ChatSession:
         intent_names: Sequence[str] | None = None,
         intent_affinity: np.ndarray | None = None,
         system: str | None = None,
+        tracker: llm_tracker.LLMStateTracker | None = None,
     ):
         if not recommenders:
             raise ChatError("no recommender to chat with")
@@ -164,6 +171,7 @@ class ChatSession:
         self.settings = settings
         self.intent_names = list(intent_names) if intent_names is not None else None
         self.intent_affinity = intent_affinity
+        self.tracker = tracker
         order = [s for s in SYSTEM_ORDER if s in self.recommenders] + sorted(self.recommenders)
         self.system = system if system in self.recommenders else order[0]
         self.finished = False
@@ -279,7 +287,14 @@ class ChatSession:
         refine = _REFINE_RE.match(text)
         rest = text[refine.end() :].strip() if refine else text
         ignore = [str(self.items[i].get("title") or "") for i in self.state.history]
-        self.state.add_user_turn(text, self.vocab, ignore, ranked=bool(rest))
+        note = ""
+        if self.tracker is None:
+            self.state.add_user_turn(text, self.vocab, ignore, ranked=bool(rest))
+        else:
+            self.state.add_user_turn(text, None, ranked=bool(rest))
+            (tracked,) = self.tracker.update([self.state], [ignore])
+            if tracked.fallback == "endpoint":
+                note = "(The language model is unreachable; I read your words by rules.)\n"
         query = self.state.ranking_text("dialogue", max_chars=MAX_TEXT_CHARS)
         history = np.zeros((1, self.history_len), np.int32)
         liked = self.state.history[-self.history_len :]
@@ -304,7 +319,7 @@ class ChatSession:
         exc = [self.vocab.label(f) for f in self.state.excluded]
         names = [filter_lib.item_title(self.items[i]) for i in shown]
         self.state.add_system_turn(filter_lib.system_utterance(names, inc, exc), shown)
-        return self._render(shown, inc, exc, rec, history, query)
+        return note + self._render(shown, inc, exc, rec, history, query)
 
     def _render(self, shown, inc, exc, rec, history, query) -> str:
         lines = []
@@ -354,21 +369,29 @@ class ChatSession:
     @classmethod
     def from_workdir(cls, config, workdir: str | pathlib.Path) -> ChatSession:
         """Loads a trained workdir (dataset, systems, intents) into a session."""
+        from latentcrs_jax.conversation import multi_turn
         from latentcrs_jax.evaluation import recommenders as recommenders_lib
         from latentcrs_jax.training import pretrain, pretrain_stage
 
         workdir = pathlib.Path(workdir)
+        tracker_settings = multi_turn.MultiTurnSettings.from_config(config.multi_turn).tracker()
         backbone = pretrain_stage.stage_dir(workdir)
         if not (backbone / "result.json").is_file():
             raise ChatError(
                 f"{workdir} has no trained backbone ({backbone}/result.json): run the pipeline "
                 "(python -m launch.run) first"
             )
+        client = llm_tracker.make_client(  # A missing key shows before anything loads.
+            tracker_settings, workdir / "chat" / "tracker_cache.jsonl"
+        )
         systems, ctx = recommenders_lib.load_systems(config, workdir)
         ds = ctx.dataset
         vocab = FeatureVocab(ds.items, ds.domain)
         _, _, intents = pretrain.load_backbone(backbone)
         names, affinity = intent_labels(intents, ctx.item_emb, ds.items, vocab)
+        tracker = llm_tracker.make_tracker(
+            tracker_settings, vocab, ds.domain, fallback_on_endpoint_error=True, client=client
+        )
         return cls(
             systems,
             ds.items,
@@ -379,6 +402,7 @@ class ChatSession:
             settings=ChatSettings(mask_history=bool(config.em.mask_history)),
             intent_names=names,
             intent_affinity=affinity,
+            tracker=tracker,
         )
 
 

@@ -2,8 +2,13 @@
 
 Protocol, for every system of `config.multi_turn.systems` on the same seeded test samples:
 * turn 0 is the sample's cached first-turn utterance (the simulate stage's x_u);
+* after every user turn the state tracker reads the stated features: the rule matcher
+  (`features.FeatureVocab`, default) or, with `state_tracker="llm"`, the paper's JSON prompt on
+  an OpenAI-compatible endpoint (`llm_tracker.py`; one batched `complete_many` per round, its
+  response cache in the stage folder, the rule matcher for a turn whose reply does not parse);
 * each round 1..R: the recommender ranks every item with (history, ranking text), where the
-  text is the accumulated user side of the dialogue (or the last user turn); PAD and (by
+  text is the accumulated user side of the dialogue (or the last user turn, or the LLM
+  tracker's "human intents" joined by ". " as the paper embeds them); PAD and (by
   default) history items are never ranked; a filtered system applies the hard filter
   (LatentCRS^F, `filter.hard_filter`) to the top `candidates`, the others show the top `top_k`
   as ranked; success at the first round whose shown items hold the target;
@@ -33,6 +38,7 @@ from absl import logging
 
 from latentcrs_jax import fileio, stage_manifest
 from latentcrs_jax.conversation import filter as filter_lib
+from latentcrs_jax.conversation import llm_tracker
 from latentcrs_jax.conversation import transcripts as transcripts_lib
 from latentcrs_jax.conversation.features import FeatureVocab
 from latentcrs_jax.conversation.state import RANKING_TEXTS, ConversationState
@@ -81,12 +87,32 @@ class MultiTurnSettings:
     systems: tuple[str, ...] = tuple(SYSTEM_SPECS)
     batch_size: int = 256
     faithful_filter_order: bool = False
+    state_tracker: str = "rules"
+    tracker_base_url: str = ""
+    tracker_model: str = ""
+    tracker_api_key_env: str = "OPENAI_API_KEY"
+    tracker_temperature: float = 0.0
+    tracker_max_tokens: int = 512
+    tracker_timeout_s: float = 60.0
+    tracker_max_retries: int = 5
+    tracker_max_concurrency: int = 4
+    tracker_max_prompt_features: int = 200
+    tracker_excluded_features: bool = True
     mask_history: bool = True
 
     def __post_init__(self):
         if self.ranking_text not in RANKING_TEXTS:
             raise MultiTurnConfigError(
                 f"multi_turn.ranking_text must be one of {RANKING_TEXTS}, got {self.ranking_text!r}"
+            )
+        try:
+            self.tracker()
+        except llm_tracker.TrackerConfigError as e:
+            raise MultiTurnConfigError(str(e)) from e
+        if self.ranking_text == "intents" and self.state_tracker != "llm":
+            raise MultiTurnConfigError(
+                "multi_turn.ranking_text='intents' ranks the LLM tracker's human intents: it "
+                "needs multi_turn.state_tracker='llm'"
             )
         for name in ("rounds", "top_k", "candidates", "batch_size"):
             if int(getattr(self, name)) < 1:
@@ -108,6 +134,22 @@ class MultiTurnSettings:
         values.setdefault("mask_history", bool(mask_history))
         values["systems"] = tuple(values.get("systems", cls.systems))
         return cls(**values)
+
+    def tracker(self) -> llm_tracker.TrackerSettings:
+        """The state-tracker settings (`state_tracker` and the `tracker_*` fields)."""
+        return llm_tracker.TrackerSettings(
+            kind=self.state_tracker,
+            base_url=self.tracker_base_url,
+            model=self.tracker_model,
+            api_key_env=self.tracker_api_key_env,
+            temperature=self.tracker_temperature,
+            max_tokens=self.tracker_max_tokens,
+            timeout_s=self.tracker_timeout_s,
+            max_retries=self.tracker_max_retries,
+            max_concurrency=self.tracker_max_concurrency,
+            max_prompt_features=self.tracker_max_prompt_features,
+            excluded_features=self.tracker_excluded_features,
+        )
 
 
 def sample_indices(num_available: int, num_samples: int, seed: int) -> list[int]:
@@ -234,6 +276,7 @@ def simulate_dialogues(
     vocab: FeatureVocab,
     settings: MultiTurnSettings,
     prefetch: Callable[[Sequence[str]], None] | None = None,
+    tracker: llm_tracker.LLMStateTracker | None = None,
 ) -> dict[str, list[transcripts_lib.Transcript]]:
     """Runs the protocol for every system on the same samples.
 
@@ -250,6 +293,8 @@ def simulate_dialogues(
       vocab: the feature vocabulary of `items`.
       settings: the protocol settings.
       prefetch: called with every text of a round before scoring (an `EmbeddingMemo`).
+      tracker: the LLM state tracker (None: the rule tracker, `vocab.stated`); its calls are
+        batched, one `complete_many` per round over every open dialogue of every system.
 
     Returns:
       system name -> S transcripts in sample order (`sample_index` is the position here).
@@ -264,6 +309,7 @@ def simulate_dialogues(
     has_title = [bool(it.get("title")) for it in items]
     batch = min(settings.batch_size, max(n, 1))
     pool = settings.candidates + 2 * settings.top_k
+    rule_vocab = vocab if tracker is None else None  # The LLM tracker reads turns in batches.
     dialogues: dict[str, list[_Dialogue]] = {}
     for spec in specs:
         rows = []
@@ -278,9 +324,14 @@ def simulate_dialogues(
                 done=bool(utt.done),
             )
             conv = ConversationState(history=list(hist_ids[j]))
-            conv.add_user_turn(utt.text, vocab, hist_titles[j])
+            conv.add_user_turn(utt.text, rule_vocab, hist_titles[j])
             rows.append(_Dialogue(sim, conv))
         dialogues[spec.name] = rows
+    if tracker is not None:  # Every system's dialogue starts the same: one request per sample.
+        tracker.update(
+            [d.conv for s in specs for d in dialogues[s.name]],
+            [hist_titles[j] for s in specs for j in range(n)],
+        )
     start = time.perf_counter()
     for rnd in range(1, settings.rounds + 1):
         open_rows = {
@@ -323,7 +374,9 @@ def simulate_dialogues(
             )
             for (d, _, _, ignore), (new_sim, utt) in zip(replies, answers):
                 d.sim = new_sim
-                d.conv.add_user_turn(utt.text, vocab, ignore)
+                d.conv.add_user_turn(utt.text, rule_vocab, ignore)
+            if tracker is not None:
+                tracker.update([r[0].conv for r in replies], [r[3] for r in replies])
         logging.info(
             "multi-turn round %d/%d: %s (%.1fs)",
             rnd,
@@ -373,11 +426,13 @@ def evaluate(
     domain: str,
     settings: MultiTurnSettings,
     prefetch: Callable[[Sequence[str]], None] | None = None,
+    tracker: llm_tracker.LLMStateTracker | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[transcripts_lib.Transcript]]]:
     """Runs every configured system whose recommender exists; returns (results, transcripts).
 
     `results[name]` is `success_metrics(...)` plus "label", "recommender" and "hard_filter".
     Systems whose recommender is missing (e.g. no fusion run) are skipped with a warning.
+    With an LLM `tracker`, its vocabulary is the filter's (build it from `items`, `domain`).
     """
     specs = []
     for name in settings.systems:
@@ -386,7 +441,7 @@ def evaluate(
             specs.append(spec)
         else:
             logging.warning("multi-turn: no %r recommender; skipping %s", spec.recommender, name)
-    vocab = FeatureVocab(items, domain)
+    vocab = tracker.vocab if tracker is not None else FeatureVocab(items, domain)
     dialogues = simulate_dialogues(
         recommenders,
         specs,
@@ -399,6 +454,7 @@ def evaluate(
         vocab,
         settings,
         prefetch,
+        tracker,
     )
     results = {}
     for spec in specs:
@@ -474,6 +530,25 @@ def _fingerprint(config, workdir: pathlib.Path, settings: MultiTurnSettings) -> 
     )
 
 
+def preflight(config) -> MultiTurnSettings:
+    """Checks `config.multi_turn`, the LLM tracker's endpoint and API key included; no request.
+
+    Cheap, so a pipeline can call it before its first stage and fail at its start rather than
+    after training; `run` calls it first.
+
+    Raises:
+      MultiTurnConfigError: a bad field, or the LLM tracker without endpoint, model or key.
+    """
+    settings = MultiTurnSettings.from_config(
+        config.multi_turn, mask_history=bool(config.em.mask_history)
+    )
+    try:
+        llm_tracker.make_client(settings.tracker())
+    except llm_tracker.TrackerConfigError as e:
+        raise MultiTurnConfigError(str(e)) from e
+    return settings
+
+
 def run(config, workdir: str | pathlib.Path) -> str:
     """The multi-turn stage of a trained workdir; skipped when its manifest is complete.
 
@@ -485,15 +560,15 @@ def run(config, workdir: str | pathlib.Path) -> str:
     from latentcrs_jax.simulator import stage as simulate_stage
 
     workdir = pathlib.Path(workdir)
-    settings = MultiTurnSettings.from_config(
-        config.multi_turn, mask_history=bool(config.em.mask_history)
-    )
+    settings = preflight(config)
     out = stage_dir(workdir)
     fp = _fingerprint(config, workdir, settings)
     md_path = workdir / "eval" / "multi_turn.md"
     if stage_manifest.is_complete(out, fp) and md_path.is_file():
         logging.info("multi-turn: %s is complete; skipping", out)
         return md_path.read_text(encoding="utf-8").rstrip("\n")
+    tracker_settings = settings.tracker()
+    client = llm_tracker.make_client(tracker_settings, out / "tracker_cache.jsonl")
     systems, ctx = recommenders_lib.load_systems(config, workdir, wrap_embed=EmbeddingMemo)
     memo = ctx.embed  # Every system embeds through this one memo.
     ds = ctx.dataset
@@ -505,6 +580,10 @@ def run(config, workdir: str | pathlib.Path) -> str:
     simulator = simulator_api.make_simulator(
         config.simulator, ds.items, ds.domain, cache_path=out / "llm_cache.jsonl"
     )
+    tracker = None
+    if client is not None:
+        vocab = FeatureVocab(ds.items, ds.domain)
+        tracker = llm_tracker.make_tracker(tracker_settings, vocab, ds.domain, client=client)
     start = time.perf_counter()
     results, dialogues = evaluate(
         systems,
@@ -517,24 +596,30 @@ def run(config, workdir: str | pathlib.Path) -> str:
         ds.domain,
         settings,
         prefetch=memo.prefetch,
+        tracker=tracker,
     )
     seconds = time.perf_counter() - start
     for rows in dialogues.values():  # Positions -> test-split indices.
         for t in rows:
             t.sample_index = idx[t.sample_index]
     kind = str(config.simulator.kind)
+    tracker_name = "rules" if tracker is None else f"LLM ({tracker_settings.model})"
     header = (
         f"Multi-turn results ({len(idx)} test samples, {settings.rounds} rounds, top-"
-        f"{settings.top_k} shown, {kind} simulator, ranking text: {settings.ranking_text}; "
-        f"{seconds:.0f}s)"
+        f"{settings.top_k} shown, {kind} simulator, {tracker_name} state tracker, ranking "
+        f"text: {settings.ranking_text}; {seconds:.0f}s)"
     )
+    extra = {"samples": idx, "seconds": seconds, "simulator": kind}
+    if tracker is not None:
+        extra["state_tracker"] = tracker.summary()
+        logging.info("multi-turn state tracker: %s", extra["state_tracker"])
     md = write_outputs(
         workdir / "eval",
         results,
         dialogues,
         settings,
         header,
-        extra={"samples": idx, "seconds": seconds, "simulator": kind},
+        extra=extra,
     )
     stage_manifest.write(out, fp, seconds=seconds, systems=list(results))
     logging.info("multi-turn: %d samples, %d systems in %.1fs", len(idx), len(results), seconds)

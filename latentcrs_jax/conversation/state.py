@@ -4,9 +4,12 @@ One `ConversationState` per dialogue, used by the multi-turn evaluation and by t
 records every turn in order, folds each user turn's stated features (`features.FeatureVocab`)
 into an included and an excluded list (a later mention overrides an earlier one: "no horror"
 after "horror" moves Horror to the excluded list), and keeps the items already shown so the
-hard filter can push them back. `ranking_text` is what the recommender embeds: by default the
-accumulated user side of the dialogue, or only the last user turn. `to_dict`/`from_dict`
-round-trip through JSON (transcripts).
+hard filter can push them back. An LLM state tracker (`llm_tracker.py`) instead replaces the
+feature lists with its reading of the whole dialogue and records its "human intents".
+`ranking_text` is what the recommender embeds: by default the accumulated user side of the
+dialogue, or only the last user turn, or the tracker's intents joined by ". " (the paper's
+embedding input; the last user turn when there are none). `to_dict`/`from_dict` round-trip
+through JSON (transcripts).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from latentcrs_jax.conversation.features import Feature, FeatureVocab, StatedFeatures
 
-RANKING_TEXTS = ("dialogue", "last")
+RANKING_TEXTS = ("dialogue", "last", "intents")
 
 
 @dataclasses.dataclass
@@ -32,6 +35,7 @@ class ConversationState:
       shown: item ids shown so far, in order, without repeats.
       text_turns: indices into `turns` of the user turns whose text is ranked (a refinement
         such as "not these" adds a turn that carries no request).
+      intents: the LLM state tracker's latest "human intents" (empty with the rule tracker).
     """
 
     history: list[int] = dataclasses.field(default_factory=list)
@@ -40,6 +44,7 @@ class ConversationState:
     excluded: list[Feature] = dataclasses.field(default_factory=list)
     shown: list[int] = dataclasses.field(default_factory=list)
     text_turns: list[int] = dataclasses.field(default_factory=list)
+    intents: list[str] = dataclasses.field(default_factory=list)
 
     # ------------------------------------------------------------------------------ updates
     def add_user_turn(
@@ -66,13 +71,17 @@ class ConversationState:
         if vocab is None:
             return StatedFeatures()
         stated = vocab.stated(text, ignore_titles)
+        self.fold(stated)
+        return stated
+
+    def fold(self, stated: StatedFeatures) -> None:
+        """Folds one turn's stated features into the lists (a later mention wins)."""
         for f in stated.included:
             self.excluded = [g for g in self.excluded if g != f]
             self.included = [g for g in self.included if g != f] + [f]
         for f in stated.excluded:
             self.included = [g for g in self.included if g != f]
             self.excluded = [g for g in self.excluded if g != f] + [f]
-        return stated
 
     def add_system_turn(self, text: str, items: Sequence[int]) -> None:
         """Appends a recommendation turn and marks its items as shown."""
@@ -99,7 +108,8 @@ class ConversationState:
         """The text the recommender ranks with.
 
         Args:
-          mode: "dialogue" (the ranked user turns joined by spaces) or "last" (the last one).
+          mode: "dialogue" (the ranked user turns joined by spaces), "last" (the last one) or
+            "intents" (`intents` joined by ". ", or the last ranked turn when there are none).
           max_chars: if set, the oldest turns are dropped (and the last one cut) to fit, so a
             long dialogue keeps its newest words inside the encoder's token limit.
 
@@ -110,7 +120,11 @@ class ConversationState:
             raise ValueError(f"ranking text must be one of {RANKING_TEXTS}, got {mode!r}")
         texts = [" ".join(t.split()) for t in self.user_texts]
         texts = [t for t in texts if t]
-        if mode == "last":
+        intents = [" ".join(str(i).split()) for i in self.intents]
+        intents = [i for i in intents if i]
+        if mode == "intents" and intents:
+            texts = [". ".join(intents)]
+        elif mode != "dialogue":
             texts = texts[-1:]
         if max_chars is not None:
             kept: list[str] = []
@@ -148,4 +162,5 @@ class ConversationState:
             excluded=[(str(f), str(k)) for f, k in d.get("excluded", ())],
             shown=[int(i) for i in d.get("shown", ())],
             text_turns=[int(i) for i in d.get("text_turns", ())],
+            intents=[str(i) for i in d.get("intents", ())],
         )
