@@ -1,9 +1,11 @@
 """Batched sentence encoding: length buckets, a fixed batch size, results in input order.
 
 Texts are tokenised once, sorted by token count and grouped by bucket length (the smallest
-bucket >= the count); each group is cut into batches of exactly `batch_size` rows (the last one
-padded with empty rows). The jitted forward therefore sees at most one shape per bucket and batch
-size, so it compiles a bounded number of times however many texts come in.
+bucket >= the count); each group is cut into batches of `batch_size` rows; a group's last,
+partial batch is padded with empty rows up to the next power of two (so one chat utterance runs
+as one row, not `batch_size`). The jitted forward therefore sees at most
+len(buckets) * (1 + log2(batch_size)) shapes, so it compiles a bounded number of times however
+many texts come in.
 """
 
 import dataclasses
@@ -31,6 +33,11 @@ def normalize_buckets(buckets: Sequence[int], max_length: int) -> tuple[int, ...
         raise TextInputError(f"bucket lengths must be positive, got {tuple(buckets)}")
     kept = sorted({int(b) for b in buckets if int(b) < max_length})
     return (*kept, max_length)
+
+
+def padded_rows(count: int, batch_size: int) -> int:
+    """Rows of a batch holding `count` texts: the next power of two, at most `batch_size`."""
+    return min(batch_size, 1 << max(count - 1, 0).bit_length())
 
 
 def bucket_length(length: int, buckets: Sequence[int]) -> int:
@@ -251,8 +258,9 @@ class TextEncoder:
         start = last_log = time.perf_counter()
         done, pending = 0, None
         for indices, length in plan:
-            input_ids = np.zeros((batch_size, length), dtype=np.int32)
-            mask = np.zeros((batch_size, length), dtype=np.int32)
+            rows = padded_rows(len(indices), batch_size)
+            input_ids = np.zeros((rows, length), dtype=np.int32)
+            mask = np.zeros((rows, length), dtype=np.int32)
             for row, i in enumerate(indices):
                 input_ids[row, : len(ids[i])] = ids[i]
                 mask[row, : len(ids[i])] = 1
