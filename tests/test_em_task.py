@@ -105,3 +105,49 @@ def test_full_softmax_logits_are_a_softmax_over_every_real_item():
     m = logits.max(1)
     got = -(logits[:, 0] - m - np.log(np.exp(logits - m[:, None]).sum(1)))  # -log softmax[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_log_z_is_cached_per_epoch_and_equals_the_in_step_value():
+    splits, item_emb, intents = synthetic_inputs()
+    mesh = sharding.make_mesh()
+    task = em.EMTask(small_config(), em.main_plan()[2], splits, item_emb, intents, None, mesh)
+    assert task._cache_log_z
+    state = jax.jit(task.create_state)(jax.random.key(0))
+
+    def log_z(params):
+        vecs = np.asarray(task.prior.apply(params, method="intent_item_vectors"), np.float64)
+        s = vecs @ item_emb[1:].T.astype(np.float64)
+        m = s.max(1)
+        return m + np.log(np.exp(s - m[:, None]).sum(1))
+
+    np.testing.assert_allclose(state.extras["log_z"], log_z(state.params["prior"]), rtol=1e-5)
+    batch = next(task.train_batches(0))
+    assert batch.pop("phase") == "E" and "user" not in batch and "history" not in batch
+    placed = sharding.place_batch(batch, mesh)
+    _, cached = task.train_step(state, placed, "E")
+    task._cache_log_z = False  # computed inside the step instead
+    _, fresh = task.train_step(state, placed, "E")
+    task._cache_log_z = True
+    for k in ("kl", "rank", "loss"):
+        np.testing.assert_allclose(cached[k], fresh[k], rtol=1e-5)
+    # After an M step changes the prior, the next epoch's refresh follows it.
+    moved, _ = task.train_step(state, placed, "M")
+    assert not np.allclose(log_z(moved.params["prior"]), state.extras["log_z"])
+    refreshed = task.on_epoch_start(moved, 1)
+    np.testing.assert_allclose(refreshed.extras["log_z"], log_z(moved.params["prior"]), rtol=1e-5)
+
+
+def test_log_z_not_cached_when_unused_or_after_an_m_pass():
+    splits, item_emb, intents = synthetic_inputs()
+    mesh = sharding.make_mesh()
+
+    def cached(stage, **overrides):
+        cfg = small_config(**overrides)
+        return em.EMTask(cfg, stage, splits, item_emb, intents, None, mesh)._cache_log_z
+
+    posterior, prior, em_stage = em.main_plan()
+    assert not cached(posterior)  # the posterior stage has no KL term
+    assert not cached(prior)
+    assert not cached(em_stage, faithful_e_target=True)
+    m_first = em.EMStage("m_first", ("M", "E"), "prior")
+    assert not cached(m_first)

@@ -3,8 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from latentcrs_jax.models import latentcrs
+from latentcrs_jax.models import latentcrs, sasrec
 
 K, D, DX, B, N = 6, 8, 12, 5, 20
 
@@ -79,3 +80,68 @@ def test_prior_layer_norm_switch():
     p2 = without.init(jax.random.key(0), h, x, deterministic=True)["params"]
     assert "mlp_norm_0" in p1 and "mlp_norm_0" not in p2
     assert "text_in" in p2 and "bias" not in p2["text_in"]
+
+
+def _packed(rate, x, deterministic=False, seed=0):
+    return latentcrs.PackedDropout(rate).apply(
+        {}, x, deterministic=deterministic, rngs={"dropout": jax.random.key(seed)}
+    )
+
+
+def test_packed_dropout_keeps_the_exact_rate_and_rescales():
+    x = jnp.ones((200, 500), jnp.float32)
+    for rate in (0.5, 0.25, 0.3):  # 0.3 is no multiple of 1/256: nn.Dropout, not quantised
+        y = np.asarray(_packed(rate, x))
+        kept = y != 0
+        np.testing.assert_allclose(y[kept], 1.0 / (1.0 - rate), rtol=1e-6)
+        assert abs(kept.mean() - (1.0 - rate)) < 0.01, (rate, kept.mean())
+    np.testing.assert_array_equal(_packed(0.5, x, deterministic=True), x)
+    np.testing.assert_array_equal(_packed(0.5, x, seed=1), _packed(0.5, x, seed=1))
+    assert not np.array_equal(_packed(0.5, x, seed=1), _packed(0.5, x, seed=2))
+
+
+def _backbone(num_layers, dropout=0.5):
+    cfg = sasrec.SASRecConfig(
+        num_items=30,
+        max_len=12,
+        hidden=8,
+        num_layers=num_layers,
+        num_heads=2,
+        hidden_dropout=dropout,
+        attn_dropout=dropout,
+    )
+    ids = np.random.default_rng(2).integers(1, 31, size=(6, 9)).astype(np.int32)
+    ids[0, :8] = 0  # a one-item history
+    ids[1, :3] = 0
+    return cfg, sasrec.init_params(cfg, jax.random.key(0)), jnp.asarray(ids)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_backbone_user_state_equals_the_full_forward(num_layers):
+    cfg, variables, ids = _backbone(num_layers)
+    full = sasrec.SASRec(cfg).apply(variables, ids, deterministic=True, method="user_state")
+    last = latentcrs.backbone_user_state(cfg, variables, ids, deterministic=True)
+    np.testing.assert_allclose(last, full, rtol=1e-5, atol=1e-5)
+    # Dropout rate 0 in train mode: the same function.
+    cfg0, variables, ids = _backbone(num_layers, dropout=0.0)
+    full = sasrec.SASRec(cfg0).apply(variables, ids, deterministic=True, method="user_state")
+    train = latentcrs.backbone_user_state(
+        cfg0, variables, ids, deterministic=False, rng=jax.random.key(1)
+    )
+    np.testing.assert_allclose(train, full, rtol=1e-5, atol=1e-5)
+
+
+def test_backbone_user_state_dropout_is_keyed():
+    cfg, variables, ids = _backbone(2)
+
+    def run(seed):
+        return np.asarray(
+            latentcrs.backbone_user_state(
+                cfg, variables, ids, deterministic=False, rng=jax.random.key(seed)
+            )
+        )
+
+    np.testing.assert_array_equal(run(1), run(1))
+    assert not np.allclose(run(1), run(2))
+    det = latentcrs.backbone_user_state(cfg, variables, ids, deterministic=True)
+    assert not np.allclose(run(1), det)

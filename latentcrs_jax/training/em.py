@@ -8,6 +8,11 @@ State: params {"posterior", "prior"}; one Adam per network (opt_state {"posterio
 updated only in its own phase, as the authors' single torch Adam skips parameters without a
 gradient. Frozen inputs live in `extras`: the item table E [N+1, d] and, in
 `faithful_backbone` mode, the backbone's variables.
+
+The E-step's Bayes target needs log Z_m = logsumexp_y s(m, y) over all items, which depends
+only on the prior, frozen during the E pass: it is computed once per epoch (`on_epoch_start`,
+before the E pass) into `extras["log_z"]` instead of once per step, whenever the E pass comes
+before the epoch's M pass (as in every stage plan).
 """
 
 import dataclasses
@@ -189,6 +194,16 @@ class EMTask:
                 cfg.lr_decay_epochs * steps,
             )
         self.tx, self._adam = _per_network_adam(schedule)
+        # log Z of the E-step target, cached per epoch when the E pass precedes any M pass.
+        phases = stage.phases
+        needs_log_z = bool(cfg.e_kl_weight) and not cfg.faithful_e_target and "E" in phases
+        e_first = needs_log_z and ("M" not in phases or phases.index("E") < phases.index("M"))
+        self._cache_log_z = e_first
+        self._log_z_fn = jax.jit(self._log_normaliser, out_shardings=sharding.replicated(mesh))
+        # Keys of a train batch: what the steps read (+ "valid" for the Trainer).
+        self._batch_keys = ("h", "x", "target", "candidates")
+        if cfg.faithful_backbone:
+            self._batch_keys += ("history",)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -213,6 +228,8 @@ class EMTask:
         extras = {"item_emb": jnp.asarray(self.item_emb)}
         if self.cfg.faithful_backbone:
             extras["backbone"] = jax.tree.map(jnp.asarray, self.backbone_params)
+        if self._cache_log_z:
+            extras["log_z"] = self._log_normaliser(params["prior"], extras["item_emb"])
         return loop.TrainState.create(params, self.tx, step_rng, extras)
 
     def _inherits(self, name: str) -> bool:
@@ -230,7 +247,7 @@ class EMTask:
             order = em_data.epoch_order(len(self._train_rows), bs, self.cfg.seed, epoch, p)
             rows = self._train_rows[order]
             for start in range(0, len(rows), bs):
-                batch = train.rows(rows[start : start + bs])
+                batch = train.rows(rows[start : start + bs], self._batch_keys)
                 batch["valid"] = np.ones(bs, bool)
                 batch["phase"] = phase
                 yield batch
@@ -241,7 +258,11 @@ class EMTask:
         return ranking.padded_batches(arrays, self.cfg.eval_batch_size)
 
     def on_epoch_start(self, state: loop.TrainState, epoch: int) -> loop.TrainState:
-        return state
+        """Refreshes the cached log Z from the prior the coming E pass will use."""
+        if not self._cache_log_z:
+            return state
+        log_z = self._log_z_fn(state.params["prior"], state.extras["item_emb"])
+        return state.replace(extras={**state.extras, "log_z": log_z})
 
     # -- pieces shared by the steps -----------------------------------------------------------
 
@@ -249,14 +270,18 @@ class EMTask:
         """h_u: cached (corrected) or recomputed with dropout (faithful_backbone, train)."""
         if not (self.cfg.faithful_backbone and train):
             return batch["h"]
-        model = sasrec.SASRec(self.backbone_cfg)
-        return model.apply(
+        return latentcrs.backbone_user_state(
+            self.backbone_cfg,
             state.extras["backbone"],
             batch["history"],
             deterministic=False,
-            rngs={"dropout": rng},
-            method=model.user_state,
+            rng=rng,
         )
+
+    def _log_normaliser(self, prior_params, emb: jax.Array) -> jax.Array:
+        """log Z_m = logsumexp over real items y of s(m, y): float32[K]."""
+        vecs = self.prior.apply(prior_params, method="intent_item_vectors")  # [K, d]
+        return jax.nn.logsumexp(vecs @ emb[1:].T, axis=-1)
 
     def _rank_logits(self, user, cand, emb, target) -> jax.Array:
         """Logits whose column 0 is the target: over the sampled candidates, float32[B, C], or
@@ -298,7 +323,13 @@ class EMTask:
             )
             vecs = self.prior.apply(prior_params, method="intent_item_vectors")  # [K, d]
             s_pos = cand[:, 0] @ vecs.T  # s(m, y+): [B, K]
-            log_z = jax.nn.logsumexp(vecs @ emb[1:].T, axis=-1)  # [K]
+            log_z = None
+            if not cfg.faithful_e_target:  # [K]; the prior is frozen for the whole E pass
+                log_z = (
+                    state.extras["log_z"]
+                    if self._cache_log_z
+                    else self._log_normaliser(prior_params, emb)
+                )
             target = em_losses.e_step_target(p, s_pos, log_z, bayes=not cfg.faithful_e_target)
         h = self._user_state(state, batch, rng, train=True)
 

@@ -41,8 +41,10 @@ class SplitArrays:
     def __len__(self) -> int:
         return len(self.target)
 
-    def rows(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)}
+    def rows(self, index: np.ndarray, keys=None) -> dict[str, np.ndarray]:
+        """The rows `index` (int[R]) of the fields `keys` (all fields when None)."""
+        names = keys if keys is not None else [f.name for f in dataclasses.fields(self)]
+        return {name: getattr(self, name).take(index, axis=0) for name in names}
 
 
 def right_align(history: np.ndarray, width: int) -> np.ndarray:
