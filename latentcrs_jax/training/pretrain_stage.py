@@ -1,7 +1,9 @@
 """The pretrain stage of the pipeline: backbone + K intents into `<workdir>/pretrain`.
 
-Fingerprinted by the dataset's content hash and the `backbone` and `pretrain` config sections;
-a finished stage is skipped, an interrupted one resumes from its checkpoints.
+Fingerprinted by the dataset's content hash and the `backbone` and `pretrain` config sections
+less the fields that only trade speed for memory (`SPEED_ONLY`: the same model either way), so
+tuning them never makes a finished backbone "another config"; a finished stage is skipped, an
+interrupted one resumes from its checkpoints.
 """
 
 import json
@@ -15,6 +17,8 @@ from latentcrs_jax.data import prepare as prepare_lib
 from latentcrs_jax.errors import UserInputError
 from latentcrs_jax.training import pretrain
 
+# Pretrain fields that change speed and memory, not the trained model (up to float rounding).
+SPEED_ONLY = ("eval_batch_size", "eval_item_chunk", "ce_chunk", "remat")
 SUMMARY_KEYS = ("test/hit@10", "test/ndcg@10", "test/hit@20", "test/ndcg@20")
 
 
@@ -24,8 +28,9 @@ def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
 
 def _fingerprint(config, workdir) -> str:
     manifest = dataset_lib.read_manifest(prepare_lib.data_dir(workdir))
+    section = {k: v for k, v in config.pretrain.items() if k not in SPEED_ONLY}
     return stage_manifest.fingerprint(
-        data=manifest["content_hash"], backbone=config.backbone, pretrain=config.pretrain
+        data=manifest["content_hash"], backbone=config.backbone, pretrain=section
     )
 
 
