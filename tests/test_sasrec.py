@@ -127,3 +127,29 @@ def test_remat_gives_same_outputs_and_grads(params):
     g_remat = jax.grad(lambda p: loss(remat, p))(params)
     for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_remat)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("rate", "bits"), [(0.5, 1), (0.25, 2), (0.2, 8)])
+def test_dropout_keep_mask_bits_and_rate(rate, bits):
+    key = jax.random.key(7)
+    shape = (3, 1000, 7)  # 21000 draws: not a multiple of 32 / bits for bits = 1
+    keep = np.asarray(sasrec.dropout_keep_mask(key, shape, rate))
+    # Closed form: draw i is bits [b * (i % (32 / b)), ...) of word i // (32 / b).
+    per_word = 32 // bits
+    n = np.prod(shape)
+    words = np.asarray(jax.random.bits(key, (-(-n // per_word),), jnp.uint32)).astype(np.uint64)
+    shifts = np.arange(0, 32, bits, dtype=np.uint64)
+    draws = ((words[:, None] >> shifts[None, :]) & (2**bits - 1)).reshape(-1)[:n]
+    threshold = round(rate * 2**bits)
+    np.testing.assert_array_equal(keep.reshape(-1), draws >= threshold)
+    want = 1 - threshold / 2**bits  # 0.2 is quantised to 51/256
+    assert abs(keep.mean() - want) < 4 * np.sqrt(want * (1 - want) / n)
+
+
+def test_dropout_preserves_the_mean():
+    x = jnp.ones((200, 500))
+    for rate in (0.5, 0.2):
+        layer = sasrec.Dropout(rate)
+        y = np.asarray(layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}))
+        assert abs(y.mean() - 1.0) < 0.02
+        np.testing.assert_allclose(np.unique(y), [0.0, 256 / (256 - round(rate * 256))], rtol=1e-6)

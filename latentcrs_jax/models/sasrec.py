@@ -83,12 +83,29 @@ class TFLayerNorm(nn.Module):
         return (x - u) / jnp.sqrt(s + self.eps) * w + b
 
 
-def dropout_keep_mask(rng: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
-    """Bernoulli(1 - rate) keep mask from 8-bit random draws (4 per random uint32).
+def _dropout_bits(rate: float) -> int:
+    """Bits per draw: the fewest of 1, 2, 4, 8 that represent `rate` exactly, else 8."""
+    for bits in (1, 2, 4):
+        if (rate * 2**bits).is_integer():
+            return bits
+    return 8
 
-    Drawing one byte per element instead of one 32-bit word cuts the cost of random-bit
-    generation (the dominant cost of attention dropout on CPU) by 4x. The rate is quantised to
-    a multiple of 1/256 (0.5 exactly; 0.2 -> 51/256); `dropout` rescales by the quantised rate.
+
+def _dropout_threshold(rate: float) -> tuple[int, int]:
+    """(bits per draw, threshold): a draw d keeps its element iff d >= threshold."""
+    bits = _dropout_bits(rate)
+    return bits, round(rate * 2**bits)
+
+
+def dropout_keep_mask(rng: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
+    """Bernoulli(1 - rate) keep mask from b-bit random draws (32 / b per random uint32).
+
+    Random-bit generation is the dominant cost of attention dropout on CPU, so each uint32 word
+    is split into 32 / b draws of b bits, with b the fewest of 1, 2, 4 bits that represent the
+    rate exactly (rate 0.5: one bit per element, 32x fewer words than one word per element),
+    else b = 8 and the rate is quantised to a multiple of 1/256 (0.2 -> 51/256); `Dropout`
+    rescales by the quantised rate. Draw i is bits [b * (i % (32 / b)), ...) of word
+    i // (32 / b) (for b = 8: the little-endian bytes of the words).
 
     Args:
       rng: PRNG key.
@@ -98,10 +115,13 @@ def dropout_keep_mask(rng: jax.Array, shape: tuple[int, ...], rate: float) -> ja
     Returns:
       bool[shape], True = keep.
     """
+    bits, threshold = _dropout_threshold(rate)
+    per_word = 32 // bits
     n = math.prod(shape)
-    words = jax.random.bits(rng, (-(-n // 4),), jnp.uint32)
-    draws = jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(-1)[:n].reshape(shape)
-    return draws >= jnp.uint8(round(rate * 256))
+    words = jax.random.bits(rng, (-(-n // per_word),), jnp.uint32)
+    shifts = jnp.arange(0, 32, bits, dtype=jnp.uint32)
+    draws = (words[:, None] >> shifts[None, :]) & jnp.uint32(2**bits - 1)
+    return draws.reshape(-1)[:n].reshape(shape) >= jnp.uint32(threshold)
 
 
 class Dropout(nn.Module):
@@ -111,13 +131,14 @@ class Dropout(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-        threshold = round(self.rate * 256)
+        bits, threshold = _dropout_threshold(self.rate)
         if deterministic or threshold == 0:
             return x
-        if threshold >= 256:
+        if threshold >= 2**bits:
             return jnp.zeros_like(x)
         keep = dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
-        return jnp.where(keep, x * (256.0 / (256 - threshold)), 0.0).astype(x.dtype)
+        scale = 2**bits / (2**bits - threshold)
+        return jnp.where(keep, x * scale, 0.0).astype(x.dtype)
 
 
 def _dense(cfg: SASRecConfig, features: int, name: str) -> nn.Dense:

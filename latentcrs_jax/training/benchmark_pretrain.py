@@ -37,7 +37,7 @@ def benchmark(
     num_intents: int = 512,
     augment_window: int = 0,
     remat: bool = False,
-    ce_chunk: int = 4096,
+    ce_chunk: int = 256,
     train_steps: int = 5,
     eval_batches: int = 5,
     sequences=None,

@@ -13,6 +13,8 @@ Losses (`loss`):
   K-means runs at the start of every epoch over the eval-mode mean outputs of all training
   inputs. Deviation (documented in BUILD_NOTES): each augmented view is encoded once and used by
   both contrastive losses; the authors encode the views twice (separate dropout draws).
+  The views are drawn with `augment.random_augment_suffix` (the kept last L columns of an
+  augmentation of the whole S[:-3], same distribution as augmenting everything then slicing).
 * "ce": SASRec-CE, softmax cross-entropy over all items at every position, nothing else.
 
 Negatives for the BCE loss are drawn on the host with numpy: uniform over 1..N, rejected and
@@ -71,7 +73,7 @@ class PretrainConfig:
     augment_window: int = 0
     mask_history_in_eval: bool = True
     eval_item_chunk: int = 0
-    ce_chunk: int = 4096
+    ce_chunk: int = 256
     length_buckets: int = 0
     remat: bool = False
     ks: tuple[int, ...] = ranking.DEFAULT_KS
@@ -353,7 +355,7 @@ class PretrainTask:
             aug_keys = jax.random.split(k_aug, 2 * len(pairs))
             seq_len = batch["input"].shape[1]
             views = jnp.stack(
-                [augment.random_augment(k, batch["full"])[:, -seq_len:] for k in aug_keys]
+                [augment.random_augment_suffix(k, batch["full"], seq_len) for k in aug_keys]
             )  # [2P, B, L]; pair p is (views[2p], views[2p + 1])
 
         def loss_fn(params):
