@@ -257,17 +257,21 @@ class SASRec(nn.Module):
             x = ffn(x, deterministic)
         return x
 
-    def user_state(self, item_ids: jax.Array, *, deterministic: bool) -> jax.Array:
+    def user_state(
+        self, item_ids: jax.Array, *, deterministic: bool, right_aligned: bool = False
+    ) -> jax.Array:
         """h_u: the output at the last position.
 
         Args:
           item_ids: int32[B, L] left-padded item ids.
           deterministic: disables dropout.
+          right_aligned: positions as if left-padded to max_len (see `__call__`).
 
         Returns:
           float32[B, D].
         """
-        return self(item_ids, deterministic=deterministic)[:, -1, :]
+        out = self(item_ids, deterministic=deterministic, right_aligned=right_aligned)
+        return out[:, -1, :]
 
     def item_embeddings(self) -> jax.Array:
         """The item table float32[N+1, D] (row 0 = PAD)."""

@@ -55,9 +55,11 @@ def right_align(history: np.ndarray, width: int) -> np.ndarray:
     return np.concatenate([np.zeros((s, width - h), history.dtype), history], axis=1)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _states(model: sasrec.SASRec, params, ids: jax.Array) -> jax.Array:
-    return model.apply(params, ids, deterministic=True, method=model.user_state)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _states(model: sasrec.SASRec, params, ids: jax.Array, right_aligned: bool) -> jax.Array:
+    return model.apply(
+        params, ids, deterministic=True, right_aligned=right_aligned, method=model.user_state
+    )
 
 
 def user_states(
@@ -74,22 +76,26 @@ def user_states(
       model_cfg: the pretrained backbone's config.
       params: its variables.
       history: int32[S, H] left-padded histories.
-      pretrain_positions: right-align to max_len (pretraining positions); else positions
-        0..H-1 as the authors' EM code.
+      pretrain_positions: the positions the items had in pretraining (right-aligned to
+        max_len, computed on the H columns only, not padded to max_len); else positions
+        0..H-1 as the authors' EM code. (An all-padding row has no meaningful state: it
+        attends uniformly over padding, so it depends on the width.)
       batch_size: rows per forward (the last batch is padded).
 
     Returns:
       float32[S, d].
     """
     model = sasrec.SASRec(model_cfg)
-    ids = right_align(history, model_cfg.max_len) if pretrain_positions else history
+    ids = history
+    if history.shape[1] > model_cfg.max_len:
+        ids = right_align(history, model_cfg.max_len)  # keeps the last max_len items
     out = []
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
         n = len(chunk)
         if n < batch_size:
             chunk = np.concatenate([chunk, np.zeros((batch_size - n, ids.shape[1]), ids.dtype)])
-        out.append(_states(model, params, jnp.asarray(chunk))[:n])
+        out.append(_states(model, params, jnp.asarray(chunk), pretrain_positions)[:n])
     return np.asarray(jnp.concatenate(out)) if out else np.zeros((0, model_cfg.hidden), np.float32)
 
 
