@@ -9,6 +9,8 @@ import pathlib
 
 import pytest
 
+pytest_plugins = ("fake_chat_server",)  # the `serve` fixture (a local OpenAI-protocol server)
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("LATENTCRS_SHARED", REPO_ROOT.parent / "shared"))
 

@@ -11,6 +11,8 @@ import json
 import threading
 import time
 
+import pytest
+
 
 class FakeChatServer:
     """OpenAI-protocol server; `script(n, body)` returns the action of the n-th request.
@@ -87,3 +89,18 @@ class FakeChatServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture
+def serve():
+    """Starts `FakeChatServer(script, work_s)`s for a test and closes them after it."""
+    servers = []
+
+    def start(script, work_s=0.0):
+        s = FakeChatServer(script, work_s)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.close()

@@ -14,7 +14,6 @@ import types
 
 import numpy as np
 import pytest
-from fake_chat_server import FakeChatServer
 
 from configs import base
 from latentcrs_jax import pipeline
@@ -49,20 +48,6 @@ def _items():
 @pytest.fixture(scope="module")
 def vocab():
     return FeatureVocab(_items(), "movies")
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(script, work_s=0.0):
-        s = FakeChatServer(script, work_s)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.close()
 
 
 def _reply(features=(), intents=(), excluded=None):

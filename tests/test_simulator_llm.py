@@ -9,7 +9,6 @@ import socket
 import time
 
 import pytest
-from fake_chat_server import FakeChatServer
 
 from configs import base
 from latentcrs_jax.data import items as items_lib
@@ -23,20 +22,6 @@ from latentcrs_jax.simulator.chat_client import (
 )
 from latentcrs_jax.simulator.llm import parse_reply
 from latentcrs_jax.simulator.prompts import item_info, user_simulator_prompt
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(script, work_s=0.0):
-        s = FakeChatServer(script, work_s)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.close()
 
 
 def _items():
