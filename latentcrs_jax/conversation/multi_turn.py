@@ -137,18 +137,11 @@ class MultiTurnSettings:
 
     def tracker(self) -> llm_tracker.TrackerSettings:
         """The state-tracker settings (`state_tracker` and the `tracker_*` fields)."""
+        # Every TrackerSettings field but `kind` is the multi_turn field `tracker_<name>`.
+        names = [f.name for f in dataclasses.fields(llm_tracker.TrackerSettings)]
         return llm_tracker.TrackerSettings(
             kind=self.state_tracker,
-            base_url=self.tracker_base_url,
-            model=self.tracker_model,
-            api_key_env=self.tracker_api_key_env,
-            temperature=self.tracker_temperature,
-            max_tokens=self.tracker_max_tokens,
-            timeout_s=self.tracker_timeout_s,
-            max_retries=self.tracker_max_retries,
-            max_concurrency=self.tracker_max_concurrency,
-            max_prompt_features=self.tracker_max_prompt_features,
-            excluded_features=self.tracker_excluded_features,
+            **{n: getattr(self, f"tracker_{n}") for n in names if n != "kind"},
         )
 
 
