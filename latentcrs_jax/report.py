@@ -397,7 +397,7 @@ def build(config, workdir: str | pathlib.Path) -> pathlib.Path:
     workdir = pathlib.Path(workdir)
     states = targets = items = None
     if (workdir / "pretrain" / "intents.npy").is_file():
-        inputs = em_stage.load_inputs(config, workdir, faithful_positions=False)
+        inputs = em_stage.load_inputs(config, workdir, faithful_positions=False, splits=("test",))
         test = inputs.splits["test"]
         states, targets = np.asarray(test.h), np.asarray(test.target)
         items = dataset.load(workdir / "data").items

@@ -40,14 +40,19 @@ class EMInputs:
     upstream: str
 
 
-def load_inputs(config, workdir: str | pathlib.Path, *, faithful_positions: bool) -> EMInputs:
-    """Loads the dataset, embeddings and backbone; computes the frozen user states."""
+def load_inputs(
+    config, workdir: str | pathlib.Path, *, faithful_positions: bool, splits=None
+) -> EMInputs:
+    """Loads the dataset, embeddings and backbone; computes the frozen user states of the
+    splits named in `splits` (all when None)."""
     workdir = pathlib.Path(workdir)
     ds = dataset_lib.load(prepare_lib.data_dir(workdir), config.data)
     model_cfg, params, intents = pretrain.load_backbone(workdir / "pretrain")
     t0 = time.perf_counter()
-    splits = {}
+    wanted, splits = splits, {}
     for name, s in ds.splits.items():
+        if wanted is not None and name not in wanted:
+            continue
         h = em_data.user_states(
             model_cfg, params, s.history, pretrain_positions=not faithful_positions
         )
