@@ -1,6 +1,7 @@
 """Tests for latentcrs_jax.training.pretrain: data cut points, negatives, determinism, resume,
 1 vs 4 devices, single compilation, and the written artefacts."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -140,6 +141,45 @@ def test_ce_run_compiles_once(tmp_path):
     trainer = loop.Trainer(loop.TrainerConfig(max_epochs=2, patience=5), tmp_path)
     trainer.fit(task)  # 20 users, batch 8: the last batch of each epoch is padded
     assert trainer.train_step_traces == 1
+
+
+def test_ce_microbatches_give_the_whole_batch_loss_and_gradient():
+    # Without dropout the microbatched scan must equal one pass over the whole batch.
+    model_cfg = dataclasses.replace(MODEL, hidden_dropout=0.0, attn_dropout=0.0)
+    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    mesh = sharding.make_mesh()
+    batch = next(pretrain.PretrainTask(data, model_cfg, _cfg(loss="ce"), mesh).train_batches(0))
+    assert 0 < batch["target"][-1].astype(bool).sum() < 8  # unequal target counts per row
+    results = []
+    for micro in (0, 2, 4):
+        task = pretrain.PretrainTask(data, model_cfg, _cfg(loss="ce", microbatch=micro), mesh)
+        state = task.create_state(jax.random.PRNGKey(0))
+        results.append(task._ce_value_and_grad(state.params, batch, jax.random.PRNGKey(1)))
+    for loss, grads in results[1:]:
+        np.testing.assert_allclose(loss, results[0][0], rtol=1e-6)
+        chex.assert_trees_all_close(grads, results[0][1], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="must divide batch_size"):
+        _cfg(loss="ce", microbatch=3)
+
+
+def test_length_bucketed_evaluation_gives_the_same_metrics():
+    from latentcrs_jax.evaluation import ranking
+
+    data = pretrain.build_sequence_data(_sequences(num_users=40), N_ITEMS, MODEL.max_len)
+    mesh = sharding.make_mesh()
+    params = None
+    results = []
+    for buckets in (0, 4):
+        task = pretrain.PretrainTask(data, MODEL, _cfg(loss="ce", length_buckets=buckets), mesh)
+        params = params or task.create_state(jax.random.PRNGKey(0))
+        batches = list(task.eval_batches("test"))
+        widths = {b["input"].shape[1] for b in batches}
+        assert len(batches) == 5 and (len(widths) > 1 if buckets else widths == {MODEL.max_len})
+        step = jax.jit(task.eval_step)
+        results.append(ranking.evaluate(lambda b, s=step, p=params: s(p, b), batches))
+    assert results[0].keys() == results[1].keys()
+    for k in results[0]:
+        np.testing.assert_allclose(results[1][k], results[0][k], atol=1e-7, err_msg=k)
 
 
 def test_bad_config_errors():

@@ -1,5 +1,7 @@
 """Tests for latentcrs_jax.models.sasrec: shapes, causality, padding invariance, init, LN."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,9 +94,28 @@ def test_tf_layernorm_matches_numpy():
 
 
 def test_mask_values():
-    m = sasrec.attention_mask(jnp.array([[0, 2, 3]]))
-    want = -10000.0 * np.array([[1, 1, 1], [1, 0, 1], [1, 0, 0]], np.float32)
-    np.testing.assert_array_equal(m[0, 0], want)
+    allowed = sasrec.attention_mask(jnp.array([[0, 2, 3]]))
+    want = np.array([[0, 0, 0], [0, 1, 0], [0, 1, 1]], bool)
+    np.testing.assert_array_equal(allowed[0, 0], want)
+    scores = jnp.arange(9.0).reshape(1, 1, 3, 3)
+    got = sasrec.masked_scores(scores, allowed)  # the authors' additive (1 - allowed) * -10000
+    np.testing.assert_array_equal(got, scores + (1.0 - want) * -10000.0)
+
+
+def test_gelu_is_exact_erf_gelu_with_its_derivative():
+    x = np.linspace(-9.0, 9.0, 301).astype(np.float32)
+    erf = np.vectorize(math.erf)
+    want = 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+    # float32 1 + erf(x / sqrt 2) cancels for x << 0: absolute errors up to ~5e-7 there,
+    # as in the authors' erf formula.
+    np.testing.assert_allclose(sasrec.gelu(jnp.asarray(x)), want, rtol=1e-6, atol=1e-6)
+    dwant = 0.5 * (1.0 + erf(x / math.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / math.sqrt(
+        2.0 * math.pi
+    )
+    grad = jax.vmap(jax.grad(sasrec.gelu))(jnp.asarray(x))
+    np.testing.assert_allclose(grad, dwant, rtol=1e-5, atol=1e-6)
+    ref = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(jnp.asarray(x))
+    np.testing.assert_allclose(grad, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_config():

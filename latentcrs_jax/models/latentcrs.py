@@ -162,7 +162,9 @@ def _layer_norm(params, x: jax.Array, eps: float) -> jax.Array:
 
 
 def _dense(params, x: jax.Array) -> jax.Array:
-    return x @ params["kernel"] + params["bias"]
+    """x: float32[..., D_in] -> [..., D_out], as one 2-D matmul (the fast CPU path)."""
+    rows = x.reshape(-1, x.shape[-1]) @ params["kernel"] + params["bias"]
+    return rows.reshape(*x.shape[:-1], rows.shape[-1])
 
 
 def _dropout(x: jax.Array, rate: float, rng, deterministic: bool) -> jax.Array:
@@ -172,14 +174,14 @@ def _dropout(x: jax.Array, rate: float, rng, deterministic: bool) -> jax.Array:
     return sasrec.Dropout(rate).apply({}, x, deterministic=False, rngs={"dropout": rng})
 
 
-def _last_block(cfg: sasrec.SASRecConfig, params, x, key_mask, rng, deterministic: bool):
+def _last_block(cfg: sasrec.SASRecConfig, params, x, key_allowed, rng, deterministic: bool):
     """One SASRec block (attention + FFN) evaluated for the last query position only.
 
     Args:
       cfg: backbone config.
       params: {"attn": SelfAttention params, "ffn": FeedForward params}.
       x: float32[B, L, D] input of the block (all positions: keys and values).
-      key_mask: float32[B, L] additive mask of the last query row.
+      key_allowed: bool[B, L] keys the last query may attend (`attention_mask`'s last row).
       rng: PRNG key for the block's dropout (ignored when `deterministic`).
       deterministic: disables dropout.
 
@@ -194,12 +196,13 @@ def _last_block(cfg: sasrec.SASRecConfig, params, x, key_mask, rng, deterministi
     q = _dense(attn["query"], last).reshape(b, heads, dh)
     k = _dense(attn["key"], x).reshape(b, seq_len, heads, dh)
     v = _dense(attn["value"], x).reshape(b, seq_len, heads, dh)
-    scores = jnp.einsum("bhd,blhd->bhl", q, k) / math.sqrt(dh) + key_mask[:, None, :]
+    scores = jnp.einsum("bhd,blhd->bhl", q, k) / math.sqrt(dh)
+    scores = sasrec.masked_scores(scores, key_allowed[:, None, :])
     probs = _dropout(jax.nn.softmax(scores, axis=-1), cfg.attn_dropout, k_probs, deterministic)
     ctx = jnp.einsum("bhl,blhd->bhd", probs, v).reshape(b, d)
     out = _dropout(_dense(attn["dense"], ctx), cfg.hidden_dropout, k_attn, deterministic)
     out = _layer_norm(attn["ln"], out + last, cfg.ln_eps)
-    hid = jax.nn.gelu(_dense(ffn["dense_1"], out), approximate=False)
+    hid = sasrec.gelu(_dense(ffn["dense_1"], out))
     hid = _dropout(_dense(ffn["dense_2"], hid), cfg.hidden_dropout, k_ffn, deterministic)
     return _layer_norm(ffn["ln"], hid + out, cfg.ln_eps)
 
@@ -240,14 +243,14 @@ def backbone_user_state(
             raise ValueError(f"sequence length {seq_len} > max_len {cfg.max_len}")
         x = m.item_embed(ids) + m.pos_embed(jnp.arange(seq_len))[None]
         x = m.emb_dropout(m.emb_ln(x), deterministic=deterministic)
-        mask_add = sasrec.attention_mask(ids)
+        allowed = sasrec.attention_mask(ids)
         for attn, ffn in zip(m.attn[:last], m.ffn[:last]):
-            x = attn(x, mask_add, deterministic)
+            x = attn(x, allowed, deterministic)
             x = ffn(x, deterministic)
         params = {"attn": m.variables["params"][f"attn_{last}"]}
         params["ffn"] = m.variables["params"][f"ffn_{last}"]
         block_rng = None if deterministic else m.make_rng("dropout")
-        return _last_block(cfg, params, x, mask_add[:, 0, -1, :], block_rng, deterministic)
+        return _last_block(cfg, params, x, allowed[:, 0, -1, :], block_rng, deterministic)
 
     rngs = {} if deterministic else {"dropout": rng}
     return model.apply(variables, item_ids, method=run, rngs=rngs)

@@ -38,6 +38,8 @@ def benchmark(
     augment_window: int = 0,
     remat: bool = False,
     ce_chunk: int = 256,
+    microbatch: int = 16,
+    dropout: float = 0.5,
     train_steps: int = 5,
     eval_batches: int = 5,
     sequences=None,
@@ -58,6 +60,8 @@ def benchmark(
       augment_window: see PretrainConfig.
       remat: recompute block activations in backward (PretrainConfig.remat).
       ce_chunk: positions per chunk of the fused CE (PretrainConfig.ce_chunk).
+      microbatch: sequences per gradient-accumulation step (PretrainConfig.microbatch).
+      dropout: hidden and attention dropout rate (its random bits are part of the cost).
       train_steps: timed train steps (after one compile step).
       eval_batches: timed eval batches (after one compile batch).
       sequences: optional real sequences.
@@ -68,7 +72,12 @@ def benchmark(
     seqs = sequences or _synthetic_sequences(num_users, num_items, mean_len)
     mesh = sharding.make_mesh()
     model_cfg = sasrec.SASRecConfig(
-        num_items=num_items, max_len=max_len, hidden=hidden, num_layers=num_layers
+        num_items=num_items,
+        max_len=max_len,
+        hidden=hidden,
+        num_layers=num_layers,
+        hidden_dropout=dropout,
+        attn_dropout=dropout,
     )
     cfg = pretrain.PretrainConfig(
         loss=loss,
@@ -79,6 +88,7 @@ def benchmark(
         augment_window=augment_window,
         remat=remat,
         ce_chunk=ce_chunk,
+        microbatch=microbatch,
     )
     data = pretrain.build_sequence_data(seqs, num_items, max_len, augment_window)
     task = pretrain.PretrainTask(data, model_cfg, cfg, mesh)
