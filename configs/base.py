@@ -101,8 +101,9 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.augment_window = 0  # Augment the last this-many items of S[:-3]; 0 = all (authors).
     p.mask_history_in_eval = True  # Mask the input prefix's items when ranking (ICLRec does).
     p.eval_item_chunk = 0  # Score items this many at a time in eval; 0 = all at once.
-    p.ce_chunk = 256  # Positions per chunk of the fused CE loss (never the [B, L, N] logits).
-    p.microbatch = 16  # CE only: sequences per gradient-accumulation step (cache-sized); 0 = all.
+    p.ce_chunk = 512  # Positions per chunk of the fused CE loss (never the [B, L, N] logits).
+    p.eval_splits = ("valid",)  # Evaluated every epoch; ("valid", "test") also logs test curves.
+    p.microbatch = 16  # Sequences per scan step of a train step (cache-sized); 0 = the batch.
     p.length_buckets = 0  # CE only: batch similar lengths, trim pad columns (N widths); 0 = off.
     p.remat = False  # Recompute each block's activations in the backward pass (less memory).
     p.faithful_centroid_timing = False  # True: intents from the start of the best epoch

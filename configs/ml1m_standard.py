@@ -27,5 +27,6 @@ def get_config(arg: str | None = None):
     config.pretrain.patience = 20  # Epochs without improvement before stopping.
     config.pretrain.max_epochs = 300  # Upper bound; early stopping ends the run sooner.
     config.pretrain.batch_size = 128  # More updates per epoch than 256; same work per epoch.
+    config.pretrain.eval_splits = ("valid", "test")  # Test curve logged for time-to-target.
     config.pretrain.length_buckets = 8  # Widths 25, 50, ..., 200: skips most padding.
     return config

@@ -188,22 +188,30 @@ def benchmark_encoder(config, num_texts: int = 512, repeats: int = 3) -> dict:
     }
 
 
-def benchmark_pretrain(config, num_items: int) -> dict:
-    """Pretrain sequences/s at the config's backbone sizes (synthetic ML-1M-like sequences)."""
+def benchmark_pretrain(config, num_items: int, full_length: bool = False) -> dict:
+    """Pretrain sequences/s at the config's backbone sizes and settings (synthetic ML-1M-like
+    sequences; `full_length`: every input has max_len real items)."""
+    p, b = config.pretrain, config.backbone
     result = pretrain_bench.benchmark(
-        loss=str(config.pretrain.loss),
+        loss=str(p.loss),
         num_items=num_items,
-        max_len=int(config.backbone.max_len),
-        hidden=int(config.backbone.hidden),
-        num_layers=int(config.backbone.num_layers),
-        batch_size=int(config.pretrain.batch_size),
-        n_views=int(config.pretrain.n_views),
-        num_intents=int(config.pretrain.num_intents),
+        max_len=int(b.max_len),
+        hidden=int(b.hidden),
+        num_layers=int(b.num_layers),
+        batch_size=int(p.batch_size),
+        n_views=int(p.n_views),
+        num_intents=int(p.num_intents),
+        ce_chunk=int(p.ce_chunk),
+        microbatch=int(p.microbatch),
+        dropout=float(b.hidden_dropout),
+        full_length=full_length,
     )
     return {f"pretrain/{k}": v for k, v in result.items() if isinstance(v, int | float)}
 
 
-def run(config, num_items: int, parts=("pretrain", "em", "encoder")) -> dict:
+def run(
+    config, num_items: int, parts=("pretrain", "em", "encoder"), full_length: bool = False
+) -> dict:
     """All figures for a config; peak RSS and device facts included."""
     out = {
         "device_kind": jax.devices()[0].device_kind,
@@ -211,7 +219,7 @@ def run(config, num_items: int, parts=("pretrain", "em", "encoder")) -> dict:
         "num_items": num_items,
     }
     if "pretrain" in parts:
-        out.update(benchmark_pretrain(config, num_items))
+        out.update(benchmark_pretrain(config, num_items, full_length))
     if "em" in parts:
         out.update(benchmark_em(config, num_items))
     if "encoder" in parts:

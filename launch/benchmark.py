@@ -2,6 +2,7 @@ r"""Throughput and memory of a config, printed and written as JSON (a benchmark,
 
   python -m launch.benchmark --config=configs/ml1m.py --num_items=3533 --out=bench_ml1m.json
   python -m launch.benchmark --config=configs/ml_latest_small.py --num_items=6298
+  python -m launch.benchmark --config=configs/ml1m.py:ce --parts=pretrain [--full_length]
 Figures: device kind and count, pretrain sequences/s, E-step and M-step samples/s (corrected
 and faithful), full-ranking users/s, encoder sentences/s, compile times, peak RSS.
 """
@@ -17,6 +18,9 @@ from launch import common
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _NUM_ITEMS = flags.DEFINE_integer("num_items", 3533, "Catalogue size N (ML-1M: 3533).")
 _PARTS = flags.DEFINE_list("parts", ["pretrain", "em", "encoder"], "Which figures to measure.")
+_FULL_LENGTH = flags.DEFINE_bool(
+    "full_length", False, "Pretrain inputs all max_len real items (default: ML-1M-like lengths)."
+)
 _OUT = flags.DEFINE_string("out", None, "Also write the figures to this JSON file.")
 flags.mark_flags_as_required(["config"])
 
@@ -24,7 +28,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     del argv
     common.log_devices()
-    result = benchmark.run(_CONFIG.value, _NUM_ITEMS.value, tuple(_PARTS.value))
+    result = benchmark.run(_CONFIG.value, _NUM_ITEMS.value, tuple(_PARTS.value), _FULL_LENGTH.value)
     text = json.dumps(result, indent=1, sort_keys=True)
     print(text)
     if _OUT.value:

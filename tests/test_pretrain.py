@@ -162,6 +162,24 @@ def test_ce_microbatches_give_the_whole_batch_loss_and_gradient():
         _cfg(loss="ce", microbatch=3)
 
 
+def test_iclrec_microbatches_give_the_whole_batch_step():
+    # Without dropout, encoding (sequence, views) m rows at a time under remat must give the
+    # whole-batch losses and update.
+    model_cfg = dataclasses.replace(MODEL, hidden_dropout=0.0, attn_dropout=0.0)
+    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    mesh = sharding.make_mesh()
+    results = []
+    for micro in (0, 2, 4):
+        task = pretrain.PretrainTask(data, model_cfg, _cfg(microbatch=micro), mesh)
+        state = task.on_epoch_start(task.create_state(jax.random.PRNGKey(0)), 0)
+        new_state, metrics = jax.jit(task.train_step)(state, next(task.train_batches(0)))
+        results.append((metrics, new_state.params))
+    assert float(results[0][0]["instance_loss"]) > 0 and float(results[0][0]["intent_loss"]) > 0
+    for metrics, params in results[1:]:
+        chex.assert_trees_all_close(metrics, results[0][0], rtol=1e-5)
+        chex.assert_trees_all_close(params, results[0][1], rtol=1e-5, atol=1e-7)
+
+
 def test_length_bucketed_evaluation_gives_the_same_metrics():
     from latentcrs_jax.evaluation import ranking
 
@@ -249,3 +267,17 @@ def test_length_buckets_cover_every_user_once_with_enough_width():
     assert sorted(seen) == sorted(want)
     with pytest.raises(ValueError, match="length_buckets needs"):
         _cfg(length_buckets=4)
+
+
+def test_benchmark_reports_pretrain_throughput():
+    from latentcrs_jax.training import benchmark_pretrain
+
+    for full_length in (False, True):
+        result = benchmark_pretrain.benchmark(
+            loss="ce", num_items=60, num_users=40, mean_len=20, max_len=40, hidden=8,
+            batch_size=8, microbatch=4, ce_chunk=16, train_steps=2, eval_batches=2,
+            full_length=full_length,
+        )  # fmt: skip
+        assert result["train_seq_per_s"] > 0 and result["rank_users_per_s"] > 0
+        assert result["peak_rss_gb"] > 0 and result["batch_size"] == 8
+        assert (result["target_fraction"] == 1.0) == full_length

@@ -289,6 +289,7 @@ class Trainer:
             for split in cfg.eval_splits:
                 record.update(self.evaluate(task, eval_step, state, split))
             record["eval/seconds"] = time.perf_counter() - t_eval
+            record["time/fit_seconds"] = time.perf_counter() - t0  # this process, with eval
             improved = stopper.update(record, epoch)
             meta = {
                 "epoch": epoch,

@@ -17,9 +17,16 @@ from latentcrs_jax.data import prepare as prepare_lib
 from latentcrs_jax.errors import UserInputError
 from latentcrs_jax.training import pretrain
 
-# Pretrain fields that change speed and memory, not the trained model (up to float rounding;
-# `microbatch` also changes which dropout masks are drawn, not their distribution).
-SPEED_ONLY = ("eval_batch_size", "eval_item_chunk", "ce_chunk", "remat", "microbatch")
+# Pretrain fields that change speed, memory or logging, not the trained model (up to float
+# rounding; `microbatch` also changes which dropout masks are drawn, not their distribution).
+SPEED_ONLY = (
+    "eval_batch_size",
+    "eval_item_chunk",
+    "ce_chunk",
+    "remat",
+    "microbatch",
+    "eval_splits",
+)
 SUMMARY_KEYS = ("test/hit@10", "test/ndcg@10", "test/hit@20", "test/ndcg@20")
 
 
