@@ -68,6 +68,13 @@ class SASRecConfig:
             raise ValueError(f"need num_items >= 1 and max_len >= 1, got {self}")
 
 
+def _layer_norm(params, x: jax.Array, eps: float) -> jax.Array:
+    """(x - mean) / sqrt(var + eps) * scale + bias, two-pass variance (TFLayerNorm's math)."""
+    u = x.mean(-1, keepdims=True)
+    s = jnp.square(x - u).mean(-1, keepdims=True)
+    return (x - u) / jnp.sqrt(s + eps) * params["scale"] + params["bias"]
+
+
 class TFLayerNorm(nn.Module):
     """TF-style LayerNorm: (x - mean) / sqrt(var + eps) * w + b, two-pass variance."""
 
@@ -78,9 +85,7 @@ class TFLayerNorm(nn.Module):
         d = x.shape[-1]
         w = self.param("scale", nn.initializers.ones, (d,))
         b = self.param("bias", nn.initializers.zeros, (d,))
-        u = x.mean(-1, keepdims=True)
-        s = jnp.square(x - u).mean(-1, keepdims=True)
-        return (x - u) / jnp.sqrt(s + self.eps) * w + b
+        return _layer_norm({"scale": w, "bias": b}, x, self.eps)
 
 
 def _dropout_bits(rate: float) -> int:
@@ -131,14 +136,21 @@ class Dropout(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-        bits, threshold = _dropout_threshold(self.rate)
-        if deterministic or threshold == 0:
+        if deterministic or _dropout_threshold(self.rate)[1] == 0:
             return x
-        if threshold >= 2**bits:
-            return jnp.zeros_like(x)
-        keep = dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
-        scale = 2**bits / (2**bits - threshold)
-        return jnp.where(keep, x * scale, 0.0).astype(x.dtype)
+        return dropout(x, self.rate, self.make_rng("dropout"))
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+    """Train-mode inverted dropout of x with `dropout_keep_mask` (the quantised rate)."""
+    bits, threshold = _dropout_threshold(rate)
+    if threshold == 0:
+        return x
+    if threshold >= 2**bits:
+        return jnp.zeros_like(x)
+    keep = dropout_keep_mask(rng, x.shape, rate)
+    scale = 2**bits / (2**bits - threshold)
+    return jnp.where(keep, x * scale, 0.0).astype(x.dtype)
 
 
 @jax.custom_vjp
@@ -247,6 +259,54 @@ def masked_scores(scores: jax.Array, allowed: jax.Array) -> jax.Array:
     return jnp.where(allowed, scores, scores - 10000.0)
 
 
+# ----------------------------------------------------------------------------------------------
+# The last block at the last position only (user states: a third fewer FLOPs for two blocks).
+# ----------------------------------------------------------------------------------------------
+
+
+def _dense_apply(params, x: jax.Array) -> jax.Array:
+    """x: float32[..., D_in] -> [..., D_out], as one 2-D matmul (the fast CPU path)."""
+    rows = x.reshape(-1, x.shape[-1]) @ params["kernel"] + params["bias"]
+    return rows.reshape(*x.shape[:-1], rows.shape[-1])
+
+
+def _dropout(x: jax.Array, rate: float, rng, deterministic: bool) -> jax.Array:
+    return x if deterministic else dropout(x, rate, rng)
+
+
+def _last_block(cfg: SASRecConfig, params, x, key_allowed, rng, deterministic: bool):
+    """One SASRec block (attention + FFN) evaluated for the last query position only.
+
+    Args:
+      cfg: backbone config.
+      params: {"attn": SelfAttention params, "ffn": FeedForward params}.
+      x: float32[B, L, D] input of the block (all positions: keys and values).
+      key_allowed: bool[B, L] keys the last query may attend (`attention_mask`'s last row).
+      rng: PRNG key for the block's dropout (ignored when `deterministic`).
+      deterministic: disables dropout.
+
+    Returns:
+      float32[B, D], the block's output at position L - 1.
+    """
+    attn, ffn = params["attn"], params["ffn"]
+    b, seq_len, d = x.shape
+    heads, dh = cfg.num_heads, d // cfg.num_heads
+    k_probs, k_attn, k_ffn = jax.random.split(rng, 3) if rng is not None else (None,) * 3
+    last = x[:, -1]
+    q = _dense_apply(attn["query"], last).reshape(b, heads, dh)
+    k = _dense_apply(attn["key"], x).reshape(b, seq_len, heads, dh)
+    v = _dense_apply(attn["value"], x).reshape(b, seq_len, heads, dh)
+    scores = jnp.einsum("bhd,blhd->bhl", q, k) / math.sqrt(dh)
+    scores = masked_scores(scores, key_allowed[:, None, :])
+    probs = _dropout(jax.nn.softmax(scores, axis=-1), cfg.attn_dropout, k_probs, deterministic)
+    ctx = jnp.einsum("bhl,blhd->bhd", probs, v).reshape(b, d)
+    out = _dropout(_dense_apply(attn["dense"], ctx), cfg.hidden_dropout, k_attn, deterministic)
+    out = _layer_norm(attn["ln"], out + last, cfg.ln_eps)
+    hid = gelu(_dense_apply(ffn["dense_1"], out))
+    hid = _dropout(_dense_apply(ffn["dense_2"], hid), cfg.hidden_dropout, k_ffn, deterministic)
+    return _layer_norm(ffn["ln"], hid + out, cfg.ln_eps)
+
+
 class SASRec(nn.Module):
     """The SASRec backbone; call it for all-position outputs."""
 
@@ -279,6 +339,10 @@ class SASRec(nn.Module):
         Returns:
           float32[B, L, D].
         """
+        return self._blocks(item_ids, deterministic, right_aligned, self.cfg.num_layers)[0]
+
+    def _blocks(self, item_ids, deterministic: bool, right_aligned: bool, num_blocks: int):
+        """Embeddings and the first `num_blocks` blocks: (float32[B, L, D], allowed mask)."""
         seq_len = item_ids.shape[1]
         if seq_len > self.cfg.max_len:
             raise ValueError(f"sequence length {seq_len} > max_len {self.cfg.max_len}")
@@ -287,15 +351,22 @@ class SASRec(nn.Module):
         x = self.item_embed(item_ids) + self.pos_embed(positions)[None]
         x = self.emb_dropout(self.emb_ln(x), deterministic=deterministic)
         allowed = attention_mask(item_ids)
-        for attn, ffn in zip(self.attn, self.ffn):
+        for attn, ffn in zip(self.attn[:num_blocks], self.ffn[:num_blocks]):
             x = attn(x, allowed, deterministic)
             x = ffn(x, deterministic)
-        return x
+        return x, allowed
 
     def user_state(
         self, item_ids: jax.Array, *, deterministic: bool, right_aligned: bool = False
     ) -> jax.Array:
         """h_u: the output at the last position.
+
+        Only that output is needed, so the last block computes its keys and values at every
+        position but its query, attention output and FFN at the last one (a third fewer FLOPs
+        for two blocks). Equal to `__call__(...)[:, -1]` when deterministic (up to float
+        summation order). With dropout, the blocks before the last draw exactly the masks of
+        `__call__` with the same key; the last block draws its (smaller) masks from a key of
+        its own: the same random function, another random stream.
 
         Args:
           item_ids: int32[B, L] left-padded item ids.
@@ -305,8 +376,12 @@ class SASRec(nn.Module):
         Returns:
           float32[B, D].
         """
-        out = self(item_ids, deterministic=deterministic, right_aligned=right_aligned)
-        return out[:, -1, :]
+        last = self.cfg.num_layers - 1
+        x, allowed = self._blocks(item_ids, deterministic, right_aligned, last)
+        params = self.variables["params"]
+        block = {"attn": params[f"attn_{last}"], "ffn": params[f"ffn_{last}"]}
+        rng = None if deterministic else self.make_rng("dropout")
+        return _last_block(self.cfg, block, x, allowed[:, 0, -1, :], rng, deterministic)
 
     def item_embeddings(self) -> jax.Array:
         """The item table float32[N+1, D] (row 0 = PAD)."""
