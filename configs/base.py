@@ -88,6 +88,8 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.batch_size = 256  # Training sequences per step (one per user).
     p.eval_batch_size = 256  # Users per full-ranking eval batch.
     p.lr = 1e-3  # Adam learning rate (betas 0.9/0.999, no weight decay).
+    p.lr_decay_epochs = ()  # Epochs after which the LR is multiplied by lr_decay_factor.
+    p.lr_decay_factor = 0.1
     p.max_epochs = 300  # Upper bound on epochs.
     p.patience = 40  # Early-stopping patience in epochs.
     p.early_stop_metric = "valid/ndcg@20"  # Metric watched by early stopping (higher is better).

@@ -200,6 +200,19 @@ def test_length_bucketed_evaluation_gives_the_same_metrics():
         np.testing.assert_allclose(results[1][k], results[0][k], atol=1e-7, err_msg=k)
 
 
+def test_step_decay_of_the_learning_rate():
+    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    mesh = sharding.make_mesh()
+    constant = pretrain.PretrainTask(data, MODEL, _cfg(loss="ce", lr=0.01), mesh)
+    assert constant.learning_rate() == 0.01
+    cfg = _cfg(loss="ce", lr=0.01, lr_decay_epochs=(2, 3), lr_decay_factor=0.5)
+    task = pretrain.PretrainTask(data, MODEL, cfg, mesh)
+    sched, n = task.learning_rate(), task.num_train_batches()  # 20 users, batch 8: 3 steps
+    assert n == 3
+    got = [float(sched(s)) for s in (0, 2 * n - 1, 2 * n, 3 * n - 1, 3 * n, 100)]
+    np.testing.assert_allclose(got, [0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025])
+
+
 def test_bad_config_errors():
     with pytest.raises(ValueError, match="'iclrec' or 'ce'"):
         pretrain.PretrainConfig(loss="bce")

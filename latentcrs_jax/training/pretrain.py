@@ -60,6 +60,8 @@ class PretrainConfig:
     batch_size: int = 256
     eval_batch_size: int = 256
     lr: float = 1e-3
+    lr_decay_epochs: tuple[int, ...] = ()
+    lr_decay_factor: float = 0.1
     max_epochs: int = 300
     patience: int = 40
     early_stop_metric: str = "valid/ndcg@20"
@@ -286,11 +288,20 @@ class PretrainTask:
         """Fresh params, Adam(lr, 0.9, 0.999), and zero centroids for the iclrec loss."""
         init_rng, step_rng = jax.random.split(rng)
         params = sasrec.init_params(self.model_cfg, init_rng)
-        tx = optax.adam(self.cfg.lr, b1=0.9, b2=0.999)
+        tx = optax.adam(self.learning_rate(), b1=0.9, b2=0.999)
         extras = {}
         if self.cfg.loss == "iclrec":
             extras = {"centroids": jnp.zeros((self.cfg.num_intents, self.model_cfg.hidden))}
         return loop.TrainState.create(params, tx, step_rng, extras)
+
+    def learning_rate(self) -> float | optax.Schedule:
+        """`lr`, multiplied by `lr_decay_factor` after each epoch in `lr_decay_epochs`."""
+        cfg = self.cfg
+        if not cfg.lr_decay_epochs:
+            return cfg.lr
+        n = self.num_train_batches()
+        bounds = {int(e) * n: cfg.lr_decay_factor for e in cfg.lr_decay_epochs}
+        return optax.piecewise_constant_schedule(cfg.lr, bounds)
 
     # -- host data ----------------------------------------------------------------------------
 
@@ -569,6 +580,8 @@ def pretrain_config_from(section) -> PretrainConfig:
     values = config_utils.section_values(PretrainConfig, section, "pretrain")
     if "ks" in values:
         values["ks"] = tuple(int(k) for k in values["ks"])
+    if "lr_decay_epochs" in values:
+        values["lr_decay_epochs"] = tuple(int(e) for e in values["lr_decay_epochs"])
     if "eval_splits" in values:
         values["eval_splits"] = tuple(str(k) for k in values["eval_splits"])
     return PretrainConfig(**values)
