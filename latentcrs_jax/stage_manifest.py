@@ -36,6 +36,18 @@ def fingerprint(**inputs: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def section(values: Any, skip: tuple[str, ...] = (), neutral: dict | None = None) -> dict:
+    """A config section as a plain dict for `fingerprint`, without the fields in `skip` (those
+    that do not change a stage's outputs) and without fields added later that hold their
+    `neutral` value (the one that reproduces the behaviour from before they existed), so that
+    adding a field never turns existing workdirs into "another config"."""
+    plain = to_plain(values)
+    neutral = to_plain(neutral or {})
+    return {
+        k: v for k, v in plain.items() if k not in skip and not (k in neutral and neutral[k] == v)
+    }
+
+
 def read(stage_dir: str | pathlib.Path) -> dict[str, Any] | None:
     """The stage's manifest, or None when the stage never finished."""
     path = pathlib.Path(stage_dir) / MANIFEST

@@ -9,7 +9,8 @@ def test_fingerprint_ignores_speed_only_fields(tmp_path):
     config = tiny.get_config()
     prepare.run(config, tmp_path)
     base = pretrain_stage._fingerprint(config, tmp_path)
-    for field, value in (("ce_chunk", 7), ("remat", True), ("eval_batch_size", 8)):
+    speed = (("ce_chunk", 7), ("remat", True), ("eval_batch_size", 8), ("microbatch", 4))
+    for field, value in speed + (("eval_splits", ("valid", "test")),):
         changed = tiny.get_config()
         changed.pretrain[field] = value
         assert pretrain_stage._fingerprint(changed, tmp_path) == base, field
@@ -17,3 +18,16 @@ def test_fingerprint_ignores_speed_only_fields(tmp_path):
         changed = tiny.get_config()
         changed[section][field] = value
         assert pretrain_stage._fingerprint(changed, tmp_path) != base, field
+
+
+def test_fields_added_later_leave_old_fingerprints_at_their_neutral_value(tmp_path):
+    config = tiny.get_config()
+    prepare.run(config, tmp_path)
+    base = pretrain_stage._fingerprint(config, tmp_path)
+    older = tiny.get_config()  # a config from before the learning-rate decay fields existed
+    with older.pretrain.unlocked():
+        del older.pretrain["lr_decay_epochs"], older.pretrain["lr_decay_factor"]
+    assert pretrain_stage._fingerprint(older, tmp_path) == base
+    decayed = tiny.get_config()
+    decayed.pretrain.lr_decay_epochs = (2,)
+    assert pretrain_stage._fingerprint(decayed, tmp_path) != base

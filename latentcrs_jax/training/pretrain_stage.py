@@ -27,6 +27,8 @@ SPEED_ONLY = (
     "microbatch",
     "eval_splits",
 )
+# Fields added after the first release, with the value that trains as before they existed.
+NEUTRAL = {"lr_decay_epochs": (), "lr_decay_factor": 0.1}
 SUMMARY_KEYS = ("test/hit@10", "test/ndcg@10", "test/hit@20", "test/ndcg@20")
 
 
@@ -36,7 +38,7 @@ def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
 
 def _fingerprint(config, workdir) -> str:
     manifest = dataset_lib.read_manifest(prepare_lib.data_dir(workdir))
-    section = {k: v for k, v in config.pretrain.items() if k not in SPEED_ONLY}
+    section = stage_manifest.section(config.pretrain, skip=SPEED_ONLY, neutral=NEUTRAL)
     return stage_manifest.fingerprint(
         data=manifest["content_hash"], backbone=config.backbone, pretrain=section
     )
