@@ -459,8 +459,8 @@ class PretrainTask:
         n_in, b, width = seqs.shape
         micro = jax.vmap(self._micro_split)(seqs)  # [S, n, rows, L]
         n_micro, rows = micro.shape[1], micro.shape[2]
-        micro_keys = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(
-            jnp.arange(n_micro)))(keys)  # fmt: skip
+        fold = jax.vmap(jax.random.fold_in, in_axes=(None, 0))  # one key, n indices
+        micro_keys = jax.vmap(fold, in_axes=(0, None))(keys, jnp.arange(n_micro))  # [S, n, .]
 
         @jax.checkpoint
         def encode(_, xs):
