@@ -26,6 +26,7 @@ def get_config(arg: str | None = None):
     config.pretrain.early_stop_metric = "valid/ndcg@10"  # The reported metric.
     config.pretrain.patience = 20  # Epochs without improvement before stopping.
     config.pretrain.max_epochs = 300  # Upper bound; early stopping ends the run sooner.
+    config.pretrain.lr_decay_epochs = (70,)  # LR 1e-3 -> 1e-4 after epoch 70 (README).
     config.pretrain.batch_size = 128  # More updates per epoch than 256; same work per epoch.
     config.pretrain.eval_splits = ("valid", "test")  # Test curve logged for time-to-target.
     config.pretrain.length_buckets = 8  # Widths 25, 50, ..., 200: skips most padding.
