@@ -27,7 +27,7 @@ import numpy as np
 from latentcrs_jax.evaluation import ranking
 from latentcrs_jax.models import sasrec
 from latentcrs_jax.training import benchmark_pretrain as pretrain_bench
-from latentcrs_jax.training import em, em_data, sharding
+from latentcrs_jax.training import em, em_data, pretrain, sharding
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -189,21 +189,11 @@ def benchmark_encoder(config, num_texts: int = 512, repeats: int = 3) -> dict:
 
 
 def benchmark_pretrain(config, num_items: int, full_length: bool = False) -> dict:
-    """Pretrain sequences/s at the config's backbone sizes and settings (synthetic ML-1M-like
-    sequences; `full_length`: every input has max_len real items)."""
-    p, b = config.pretrain, config.backbone
+    """Pretrain sequences/s with the config's backbone and pretrain settings (synthetic
+    ML-1M-like sequences; `full_length`: every input has max_len real items)."""
     result = pretrain_bench.benchmark(
-        loss=str(p.loss),
-        num_items=num_items,
-        max_len=int(b.max_len),
-        hidden=int(b.hidden),
-        num_layers=int(b.num_layers),
-        batch_size=int(p.batch_size),
-        n_views=int(p.n_views),
-        num_intents=int(p.num_intents),
-        ce_chunk=int(p.ce_chunk),
-        microbatch=int(p.microbatch),
-        dropout=float(b.hidden_dropout),
+        pretrain.model_config_from(config.backbone, num_items),
+        pretrain.pretrain_config_from(config.pretrain),
         full_length=full_length,
     )
     return {f"pretrain/{k}": v for k, v in result.items() if isinstance(v, int | float)}

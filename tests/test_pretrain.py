@@ -285,10 +285,13 @@ def test_length_buckets_cover_every_user_once_with_enough_width():
 def test_benchmark_reports_pretrain_throughput():
     from latentcrs_jax.training import benchmark_pretrain
 
+    model_cfg = sasrec.SASRecConfig(num_items=60, max_len=40, hidden=8)
+    cfg = pretrain.PretrainConfig(
+        loss="ce", batch_size=8, eval_batch_size=8, microbatch=4, ce_chunk=16, length_buckets=4
+    )
     for full_length in (False, True):
         result = benchmark_pretrain.benchmark(
-            loss="ce", num_items=60, num_users=40, mean_len=20, max_len=40, hidden=8,
-            batch_size=8, microbatch=4, ce_chunk=16, train_steps=2, eval_batches=2,
+            model_cfg, cfg, num_users=40, mean_len=20, train_steps=2, eval_batches=2,
             full_length=full_length,
         )  # fmt: skip
         assert result["train_seq_per_s"] > 0 and result["rank_users_per_s"] > 0

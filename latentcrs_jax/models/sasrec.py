@@ -387,9 +387,12 @@ class SASRec(nn.Module):
         """The item table float32[N+1, D] (row 0 = PAD)."""
         return self.item_embed.embedding
 
-    def score_all(self, item_ids: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    def score_all(
+        self, item_ids: jax.Array, *, deterministic: bool = True, right_aligned: bool = False
+    ) -> jax.Array:
         """h_u . e_y for every item id: float32[B, N+1] (PAD column included, unmasked)."""
-        return self.user_state(item_ids, deterministic=deterministic) @ self.item_embeddings().T
+        h = self.user_state(item_ids, deterministic=deterministic, right_aligned=right_aligned)
+        return h @ self.item_embeddings().T
 
 
 def init_params(cfg: SASRecConfig, rng: jax.Array) -> dict:

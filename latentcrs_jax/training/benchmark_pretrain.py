@@ -5,9 +5,10 @@ the real train and eval steps of `pretrain.PretrainTask`, and times steady-state
 "sequence" is one length-L training input's forward + backward (all positions); for the iclrec
 loss that includes its augmented views, as in the authors' per-batch timing.
 
-  python -c "from latentcrs_jax.training import benchmark_pretrain as b; print(b.benchmark())"
+  python -m launch.benchmark --config=configs/ml1m.py:ce --parts=pretrain (configs -> here)
 """
 
+import dataclasses
 import resource
 import time
 
@@ -28,21 +29,11 @@ def _synthetic_sequences(
 
 
 def benchmark(
-    loss: str = "ce",
-    num_items: int = 3500,
+    model_cfg: sasrec.SASRecConfig,
+    cfg: pretrain.PretrainConfig,
+    *,
     num_users: int = 6040,
     mean_len: int = 165,
-    max_len: int = 200,
-    hidden: int = 64,
-    num_layers: int = 2,
-    batch_size: int = 256,
-    n_views: int = 3,
-    num_intents: int = 512,
-    augment_window: int = 0,
-    remat: bool = False,
-    ce_chunk: int = 512,
-    microbatch: int = 16,
-    dropout: float = 0.5,
     full_length: bool = False,
     train_steps: int = 5,
     eval_batches: int = 5,
@@ -50,60 +41,35 @@ def benchmark(
 ) -> dict:
     """Times the train step and the full-ranking eval step.
 
+    Training batches always have the full width L (`length_buckets` is turned off): one
+    "sequence" is one length-L input, whatever its number of real items.
+
     Args:
-      loss: "ce" or "iclrec".
-      num_items: N (ignored when `sequences` is given with its own ids; must cover them).
+      model_cfg: the backbone (ML-1M: N 3,533, L 200, hidden 64, 2 blocks).
+      cfg: training settings (batch, loss, views, K, microbatch, CE chunk, ...).
       num_users: synthetic users.
       mean_len: mean synthetic sequence length (ML-1M: ~165).
-      max_len: L.
-      hidden: D.
-      num_layers: blocks.
-      batch_size: train and eval batch.
-      n_views: iclrec views.
-      num_intents: K (centroids are random; K-means time is reported separately).
-      augment_window: see PretrainConfig.
-      remat: recompute block activations in backward (PretrainConfig.remat).
-      ce_chunk: positions per chunk of the fused CE (PretrainConfig.ce_chunk).
-      microbatch: sequences per gradient-accumulation step (PretrainConfig.microbatch).
-      dropout: hidden and attention dropout rate (its random bits are part of the cost).
       full_length: every training input has L real items (no padding anywhere, targets at
         all L positions) instead of ML-1M-like lengths (about half the positions padding).
       train_steps: timed train steps (after one compile step).
       eval_batches: timed eval batches (after one compile batch).
-      sequences: optional real sequences.
+      sequences: optional real sequences (item ids within 1..model_cfg.num_items).
 
     Returns:
       dict with train_seq_per_s, rank_users_per_s, kmeans_s, compile times, peak_rss_gb.
     """
+    num_items, max_len = model_cfg.num_items, model_cfg.max_len
+    cfg = dataclasses.replace(cfg, length_buckets=0)
     min_len = max_len + 3 if full_length else 20  # S[:-3] is the training input
     seqs = sequences or _synthetic_sequences(num_users, num_items, mean_len, min_len)
     mesh = sharding.make_mesh()
-    model_cfg = sasrec.SASRecConfig(
-        num_items=num_items,
-        max_len=max_len,
-        hidden=hidden,
-        num_layers=num_layers,
-        hidden_dropout=dropout,
-        attn_dropout=dropout,
-    )
-    cfg = pretrain.PretrainConfig(
-        loss=loss,
-        batch_size=batch_size,
-        eval_batch_size=batch_size,
-        n_views=n_views,
-        num_intents=num_intents,
-        augment_window=augment_window,
-        remat=remat,
-        ce_chunk=ce_chunk,
-        microbatch=microbatch,
-    )
-    data = pretrain.build_sequence_data(seqs, num_items, max_len, augment_window)
+    data = pretrain.build_sequence_data(seqs, num_items, max_len, cfg.augment_window)
     task = pretrain.PretrainTask(data, model_cfg, cfg, mesh)
     repl = sharding.replicated(mesh)
     state = jax.jit(task.create_state, out_shardings=repl)(jax.random.PRNGKey(0))
     t0 = time.perf_counter()
     kmeans_s = float("nan")
-    if loss == "iclrec":
+    if cfg.loss == "iclrec":
         state = task.on_epoch_start(state, 0)
         kmeans_s = time.perf_counter() - t0
     step = jax.jit(task.train_step, donate_argnums=(0,), out_shardings=(repl, repl))
@@ -136,15 +102,15 @@ def benchmark(
     eval_s = (time.perf_counter() - t0) / max(len(eb) - 1, 1)
     live = float(np.mean([np.mean(b["target"][b["valid"]] > 0) for b in placed]))
     return {
-        "loss": loss,
+        "loss": cfg.loss,
         "target_fraction": live,
         "devices": jax.device_count(),
-        "batch_size": batch_size,
+        "batch_size": cfg.batch_size,
         "max_len": max_len,
         "num_items": num_items,
         "train_step_s": train_s,
-        "train_seq_per_s": batch_size / train_s,
-        "rank_users_per_s": batch_size / eval_s,
+        "train_seq_per_s": cfg.batch_size / train_s,
+        "rank_users_per_s": cfg.eval_batch_size / eval_s,
         "kmeans_s": kmeans_s,
         "compile_train_s": compile_train,
         "compile_eval_s": compile_eval,

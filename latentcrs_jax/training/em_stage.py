@@ -49,14 +49,14 @@ def load_inputs(
     ds = dataset_lib.load(prepare_lib.data_dir(workdir), config.data)
     model_cfg, params, intents = pretrain.load_backbone(workdir / "pretrain")
     t0 = time.perf_counter()
-    wanted, splits = splits, {}
+    arrays = {}
     for name, s in ds.splits.items():
-        if wanted is not None and name not in wanted:
+        if splits is not None and name not in splits:
             continue
         h = em_data.user_states(
             model_cfg, params, s.history, pretrain_positions=not faithful_positions
         )
-        splits[name] = em_data.SplitArrays(
+        arrays[name] = em_data.SplitArrays(
             h=h,
             x=encode_stage.load(workdir, name),
             history=s.history,
@@ -70,7 +70,7 @@ def load_inputs(
         pretrain=stage_manifest.content_hash(workdir / "pretrain"),
     )
     item_emb = np.asarray(params["params"]["item_embed"]["embedding"])
-    return EMInputs(splits, item_emb, intents, (model_cfg, params), upstream)
+    return EMInputs(arrays, item_emb, intents, (model_cfg, params), upstream)
 
 
 def save_params(path: pathlib.Path, params) -> None:

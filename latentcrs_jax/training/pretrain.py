@@ -516,8 +516,9 @@ class PretrainTask:
 
     def user_scores(self, params, input_ids: jax.Array) -> jax.Array:
         """float32[B, N+1] eval-mode h_u . e_y (inputs may be cut to a bucket width)."""
-        h = self._user_state(params, input_ids)
-        return h @ params["params"]["item_embed"]["embedding"].T
+        return self.model.apply(
+            params, input_ids, right_aligned=True, method=sasrec.SASRec.score_all
+        )
 
     def _user_state(self, params, input_ids: jax.Array) -> jax.Array:
         return self.model.apply(
