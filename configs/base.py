@@ -108,6 +108,7 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.microbatch = 16  # Sequences per scan step of a train step (cache-sized); 0 = the batch.
     p.length_buckets = 0  # CE only: batch similar lengths, trim pad columns (N widths); 0 = off.
     p.remat = False  # Recompute each block's activations in the backward pass (less memory).
+    p.query_blocks = 4  # CE only: block-causal attention, skips the masked upper triangle.
     p.faithful_centroid_timing = False  # True: intents from the start of the best epoch
     # (authors, method.md 7.14); False: K-means refit on the best weights.
     p.seed = 1  # Seed of init, data order, negatives, augmentations and K-means (ICLRec: 1).

@@ -285,6 +285,11 @@ def test_length_buckets_cover_every_user_once_with_enough_width():
 def test_benchmark_reports_pretrain_throughput():
     from latentcrs_jax.training import benchmark_pretrain
 
+    target = np.array([[0, 3, 4, 5], [0, 0, 7, 0]], np.int32)
+    np.testing.assert_array_equal(
+        benchmark_pretrain._last_target_only(target), [[0, 0, 0, 5], [0, 0, 0, 0]]
+    )
+
     model_cfg = sasrec.SASRecConfig(num_items=60, max_len=40, hidden=8)
     cfg = pretrain.PretrainConfig(
         loss="ce", batch_size=8, eval_batch_size=8, microbatch=4, ce_chunk=16, length_buckets=4
@@ -295,5 +300,6 @@ def test_benchmark_reports_pretrain_throughput():
             full_length=full_length,
         )  # fmt: skip
         assert result["train_seq_per_s"] > 0 and result["rank_users_per_s"] > 0
+        assert result["train_seq_per_s_last_target"] > 0  # RecBole's objective, ce only
         assert result["peak_rss_gb"] > 0 and result["batch_size"] == 8
         assert (result["target_fraction"] == 1.0) == full_length

@@ -121,6 +121,45 @@ def test_gelu_is_exact_erf_gelu_with_its_derivative():
 def test_bad_config():
     with pytest.raises(ValueError, match="divisible"):
         sasrec.SASRecConfig(num_items=5, hidden=10, num_heads=3)
+    with pytest.raises(ValueError, match="query_blocks"):
+        sasrec.SASRecConfig(num_items=5, query_blocks=0)
+
+
+def test_query_blocks_cover_the_positions():
+    assert sasrec.query_blocks(8, 1) == [(0, 8)]
+    assert sasrec.query_blocks(200, 4) == [(0, 50), (50, 100), (100, 150), (150, 200)]
+    assert sasrec.query_blocks(7, 3) == [(0, 2), (2, 5), (5, 7)]
+    assert sasrec.query_blocks(2, 4) == [(0, 1), (1, 2)]  # never an empty block
+    assert sasrec.query_blocks(30, 0) == [(0, 30)]
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 8])
+def test_block_causal_attention_equals_full_at_real_positions(params, blocks, monkeypatch):
+    """Skipping the causally masked key blocks changes nothing a real position sees (the
+    masked keys' weights underflow to exactly 0); value and gradient of a loss over real
+    positions match. Padding query rows (every key masked) may differ: not compared."""
+    monkeypatch.setattr(sasrec, "MIN_BLOCK", 1)  # blocks of a few positions for L = 8
+    seq = _seq()
+    real = np.asarray(seq > 0)
+    blocked = sasrec.SASRec(sasrec.SASRecConfig(**{**CFG.__dict__, "query_blocks": blocks}))
+    plain = sasrec.SASRec(CFG)
+
+    def loss(model, p):
+        out = model.apply(p, seq, deterministic=True)
+        return jnp.sum(jnp.where(real[..., None], jnp.tanh(out), 0.0)), out
+
+    (l_plain, out_plain), g_plain = jax.value_and_grad(lambda p: loss(plain, p), has_aux=True)(
+        params
+    )
+    (l_block, out_block), g_block = jax.value_and_grad(lambda p: loss(blocked, p), has_aux=True)(
+        params
+    )
+    np.testing.assert_allclose(np.asarray(out_block)[real], np.asarray(out_plain)[real], atol=1e-5)
+    np.testing.assert_allclose(l_block, l_plain, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_block)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # The row of pads in front of sequence 0 is where the outputs may legitimately differ.
+    assert not np.allclose(np.asarray(out_block)[0, 0], np.asarray(out_plain)[0, 0], atol=1e-5)
 
 
 def test_right_aligned_trimmed_input_equals_full_padding(params):

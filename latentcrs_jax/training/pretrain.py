@@ -79,6 +79,7 @@ class PretrainConfig:
     microbatch: int = 16
     length_buckets: int = 0
     remat: bool = False
+    query_blocks: int = 4
     ks: tuple[int, ...] = ranking.DEFAULT_KS
     eval_splits: tuple[str, ...] = ("valid",)
     faithful_centroid_timing: bool = False
@@ -100,6 +101,8 @@ class PretrainConfig:
             raise ValueError(
                 f"eval_splits must be 'valid' plus optionally 'test', got {self.eval_splits}"
             )
+        if self.query_blocks < 1:
+            raise ValueError(f"query_blocks must be >= 1, got {self.query_blocks}")
         if self.ce_chunk < 1:
             raise ValueError(f"ce_chunk must be >= 1, got {self.ce_chunk}")
         if self.batch_size % self.microbatch_rows:
@@ -274,7 +277,11 @@ class PretrainTask:
                 "sequences; lower pretrain.num_intents"
             )
         self.data, self.model_cfg, self.cfg, self.mesh = data, model_cfg, cfg, mesh
-        self.model = sasrec.SASRec(dataclasses.replace(model_cfg, remat=cfg.remat))
+        # Block-causal attention is exact at real positions only: CE only (ICLRec pools over all).
+        blocks = cfg.query_blocks if cfg.loss == "ce" else 1
+        self.model = sasrec.SASRec(
+            dataclasses.replace(model_cfg, remat=cfg.remat, query_blocks=blocks)
+        )
         sharding.check_batch_size(cfg.batch_size, mesh)
         sharding.check_batch_size(cfg.eval_batch_size, mesh)
         sharding.check_batch_size(cfg.microbatch_rows, mesh)

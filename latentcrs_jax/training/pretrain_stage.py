@@ -24,6 +24,7 @@ SPEED_ONLY = (
     "eval_item_chunk",
     "ce_chunk",
     "remat",
+    "query_blocks",
     "microbatch",
     "eval_splits",
 )
