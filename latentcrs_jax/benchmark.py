@@ -16,6 +16,7 @@ hidden, batch, negatives, history, text width), so no workdir is needed:
 import dataclasses
 import functools
 import itertools
+import pathlib
 import resource
 import statistics
 import time
@@ -24,6 +25,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from latentcrs_jax.errors import UserInputError
 from latentcrs_jax.evaluation import ranking
 from latentcrs_jax.models import sasrec
 from latentcrs_jax.training import benchmark_pretrain as pretrain_bench
@@ -172,15 +174,33 @@ def benchmark_em(
     return out
 
 
-def benchmark_encoder(config, num_texts: int = 512, repeats: int = 3) -> dict:
-    """Sentences/s of the configured encoder on synthetic utterance-like sentences."""
+def benchmark_texts(path: str | None, num_texts: int = 512) -> list[str]:
+    """`num_texts` sentences: those of `path` (an .npz with a `sentences` array, like the
+    MiniLM parity fixture, or a UTF-8 file with one text per line) repeated in order, or
+    synthetic utterance-like ones when `path` is None."""
+    if path is None:
+        words = ("tense", "thriller", "from", "the", "nineties", "with", "a", "twist", "ending")
+        rng = np.random.default_rng(0)
+        return [" ".join(rng.choice(words, size=rng.integers(6, 30))) for _ in range(num_texts)]
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            source = [str(t) for t in data["sentences"]]
+    else:
+        source = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
+    if not source:
+        raise UserInputError(f"{path}: no sentences to benchmark the encoder on")
+    return [source[i % len(source)] for i in range(num_texts)]
+
+
+def benchmark_encoder(
+    config, texts_path: str | None = None, num_texts: int = 512, repeats: int = 3
+) -> dict:
+    """Sentences/s of the configured encoder (sentences from `benchmark_texts`)."""
     from latentcrs_jax.text import encode
 
     settings = encode.TextSettings.from_config(config.text)
     encoder = encode.TextEncoder.from_settings(settings)
-    words = ("tense", "thriller", "from", "the", "nineties", "with", "a", "twist", "ending")
-    rng = np.random.default_rng(0)
-    texts = [" ".join(rng.choice(words, size=rng.integers(6, 30))) for _ in range(num_texts)]
+    texts = benchmark_texts(texts_path, num_texts)
     result = encode.benchmark_encoder(encoder, texts, settings.batch_size, repeats)
     return {
         "encoder/sentences_per_s": result["sentences_per_s"],
@@ -200,7 +220,11 @@ def benchmark_pretrain(config, num_items: int, full_length: bool = False) -> dic
 
 
 def run(
-    config, num_items: int, parts=("pretrain", "em", "encoder"), full_length: bool = False
+    config,
+    num_items: int,
+    parts=("pretrain", "em", "encoder"),
+    full_length: bool = False,
+    encoder_texts: str | None = None,
 ) -> dict:
     """All figures for a config; peak RSS and device facts included."""
     out = {
@@ -213,6 +237,6 @@ def run(
     if "em" in parts:
         out.update(benchmark_em(config, num_items))
     if "encoder" in parts:
-        out.update(benchmark_encoder(config))
+        out.update(benchmark_encoder(config, encoder_texts))
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return out

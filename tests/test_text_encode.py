@@ -151,6 +151,27 @@ def test_benchmark_reports_throughput(tiny):
     assert result["sentences_per_s"] > 0 and result["tokens_per_s"] > result["sentences_per_s"]
 
 
+def test_benchmark_texts_repeat_a_fixture_or_a_text_file(tmp_path):
+    from latentcrs_jax import benchmark
+    from latentcrs_jax.errors import UserInputError
+
+    np.savez(tmp_path / "f.npz", sentences=np.array(["a b", "ç d", "e"]))
+    assert benchmark.benchmark_texts(str(tmp_path / "f.npz"), 5) == [
+        "a b",
+        "ç d",
+        "e",
+        "a b",
+        "ç d",
+    ]
+    (tmp_path / "t.txt").write_text("one\ntwo\n", encoding="utf-8")
+    assert benchmark.benchmark_texts(str(tmp_path / "t.txt"), 3) == ["one", "two", "one"]
+    synthetic = benchmark.benchmark_texts(None, 4)
+    assert len(synthetic) == 4 and synthetic == benchmark.benchmark_texts(None, 4)
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    with pytest.raises(UserInputError, match="empty.txt: no sentences"):
+        benchmark.benchmark_texts(str(tmp_path / "empty.txt"))
+
+
 def test_tokenization_matches_transformers(minilm):
     transformers = pytest.importorskip("transformers")
     hf = transformers.AutoTokenizer.from_pretrained(weights.default_model_dir())
