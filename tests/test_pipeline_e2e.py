@@ -4,9 +4,10 @@ import shutil
 
 from configs import tiny
 from latentcrs_jax import pipeline
+from latentcrs_jax.training import em_stage
 
 
-def test_pipeline_end_to_end_then_skips(tiny_encoded_workdir, tmp_path):
+def test_pipeline_end_to_end_then_skips(tiny_encoded_workdir, tmp_path, monkeypatch):
     workdir = tmp_path / "w"
     shutil.copytree(tiny_encoded_workdir, workdir)
     config = tiny.get_config()
@@ -41,8 +42,14 @@ def test_pipeline_end_to_end_then_skips(tiny_encoded_workdir, tmp_path):
 
     before = stamps()
     tables = [(workdir / p).read_bytes() for p in rederived]
+    loads = []
+    real_load = em_stage.load_inputs
+    monkeypatch.setattr(
+        em_stage, "load_inputs", lambda *a, **k: loads.append(k.get("splits")) or real_load(*a, **k)
+    )
     again = []
     pipeline.run(config, workdir, emit=again.append)
+    assert None not in loads  # finished EM stages never load their inputs (the report: test)
     assert stamps() == before
     assert [(workdir / p).read_bytes() for p in rederived] == tables
     assert again[-4] == lines[-4]  # the same multi-turn table

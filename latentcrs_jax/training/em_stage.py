@@ -8,6 +8,7 @@ its checkpoints. Stages of one seed share the "posterior" stage.
 """
 
 import dataclasses
+import functools
 import json
 import pathlib
 import shutil
@@ -39,6 +40,10 @@ class EMInputs:
     backbone: tuple
     upstream: str
 
+    def get(self) -> "EMInputs":
+        """Itself (the interface of `LazyEMInputs`)."""
+        return self
+
 
 def load_inputs(
     config, workdir: str | pathlib.Path, *, faithful_positions: bool, splits=None
@@ -65,12 +70,34 @@ def load_inputs(
             user=s.user,
         )
     logging.info("frozen user states in %.1fs", time.perf_counter() - t0)
-    upstream = stage_manifest.fingerprint(
+    item_emb = np.asarray(params["params"]["item_embed"]["embedding"])
+    return EMInputs(arrays, item_emb, intents, (model_cfg, params), upstream_fingerprint(workdir))
+
+
+def upstream_fingerprint(workdir: str | pathlib.Path) -> str:
+    """What the EM stages read from earlier stages (embeddings, backbone), as one hash."""
+    workdir = pathlib.Path(workdir)
+    return stage_manifest.fingerprint(
         embeddings=stage_manifest.content_hash(encode_stage.stage_dir(workdir)),
         pretrain=stage_manifest.content_hash(workdir / "pretrain"),
     )
-    item_emb = np.asarray(params["params"]["item_embed"]["embedding"])
-    return EMInputs(arrays, item_emb, intents, (model_cfg, params), upstream)
+
+
+class LazyEMInputs:
+    """The upstream fingerprint now, `load_inputs` on first `get()`: a run whose stages are
+    all finished never computes the frozen user states."""
+
+    def __init__(self, config, workdir: str | pathlib.Path, *, faithful_positions: bool):
+        self.upstream = upstream_fingerprint(workdir)
+        self._load = functools.partial(
+            load_inputs, config, workdir, faithful_positions=faithful_positions
+        )
+        self._inputs: EMInputs | None = None
+
+    def get(self) -> EMInputs:
+        if self._inputs is None:
+            self._inputs = self._load()
+        return self._inputs
 
 
 def save_params(path: pathlib.Path, params) -> None:
@@ -85,7 +112,7 @@ def load_params(path: pathlib.Path):
 def run_stage(
     cfg: em.EMConfig,
     stage: em.EMStage,
-    inputs: EMInputs,
+    inputs: "EMInputs | LazyEMInputs",
     out: pathlib.Path,
     init_params,
     mesh,
@@ -104,6 +131,7 @@ def run_stage(
         shutil.rmtree(out)
     if jax.process_index() == 0 and not started.is_file():
         fileio.write_json(started, fp)
+    inputs = inputs.get()
     task = em.EMTask(
         cfg,
         stage,
@@ -134,7 +162,7 @@ def run_stage(
 def run(config, workdir: str | pathlib.Path) -> str:
     """Every plan for every seed; returns a short summary of the test NDCG@10 per head."""
     base = em.EMConfig.from_config(config.em)
-    inputs = load_inputs(config, workdir, faithful_positions=base.faithful_backbone)
+    inputs = LazyEMInputs(config, workdir, faithful_positions=base.faithful_backbone)
     mesh = sharding.make_mesh()
     lines = []
     for seed in config.em_seeds:
