@@ -39,6 +39,7 @@ def get_config(arg: str | None = None):
         config.pretrain.max_epochs = 50  # CPU-time cap; valid NDCG@10 rose 0.0015 in epochs 40-49.
         config.pretrain.patience = 10
         config.pretrain.length_buckets = 8  # Widths 25, 50, ..., 200: skips most padding.
+        config.pretrain.microbatch = 32  # CE with block-causal attention: ~10% faster than 16.
     if "faithful" in variants:
         base.apply_faithful(config)
     return config

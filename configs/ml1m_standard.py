@@ -36,6 +36,7 @@ def get_config(arg: str | None = None):
     config.pretrain.batch_size = 128  # More updates per epoch than 256; same work per epoch.
     config.pretrain.eval_splits = ("valid", "test")  # Test curve logged for time-to-target.
     config.pretrain.length_buckets = 8  # Widths 25, 50, ..., 200: skips most padding.
+    config.pretrain.microbatch = 32  # CE with block-causal attention: ~10% faster than 16.
     if published:
         config.backbone.num_heads = 1
         config.backbone.hidden_dropout = 0.1
