@@ -11,6 +11,7 @@ import os
 
 import jax
 from absl import logging
+from jax.experimental import multihost_utils
 
 _ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
@@ -27,6 +28,11 @@ def maybe_initialize() -> bool:
         num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
         process_id=int(os.environ["JAX_PROCESS_ID"]),
     )
+    # Meet at a first collective now, while every process has just left initialize's barrier:
+    # it creates the communicator over all devices that every later step reuses. On CPU, gloo
+    # gives the processes 30 s to meet at their first collective, which processes compiling
+    # the first train step at different speeds on a loaded machine can miss (seen in a test).
+    multihost_utils.sync_global_devices("latentcrs_jax: collectives ready")
     logging.info(
         "distributed: process %d of %d, %d global devices",
         jax.process_index(),
