@@ -1,7 +1,12 @@
 """The pretrain stage's fingerprint: speed-only fields never make a backbone "another config"."""
 
+import json
+
+import pytest
+
 from configs import tiny
 from latentcrs_jax.data import prepare
+from latentcrs_jax.errors import UserInputError
 from latentcrs_jax.training import pretrain_stage
 
 
@@ -9,7 +14,10 @@ def test_fingerprint_ignores_speed_only_fields(tmp_path):
     config = tiny.get_config()
     prepare.run(config, tmp_path)
     base = pretrain_stage._fingerprint(config, tmp_path)
-    speed = (("ce_chunk", 7), ("remat", True), ("eval_batch_size", 8), ("microbatch", 4))
+    speed = (
+        ("ce_chunk", 7), ("remat", True), ("eval_batch_size", 8), ("microbatch", 4),
+        ("query_blocks", 1),
+    )  # fmt: skip
     for field, value in speed + (("eval_splits", ("valid", "test")),):
         changed = tiny.get_config()
         changed.pretrain[field] = value
@@ -31,3 +39,17 @@ def test_fields_added_later_leave_old_fingerprints_at_their_neutral_value(tmp_pa
     decayed = tiny.get_config()
     decayed.pretrain.lr_decay_epochs = (2,)
     assert pretrain_stage._fingerprint(decayed, tmp_path) != base
+
+
+def test_an_unfinished_run_resumes_only_under_the_config_that_started_it(tmp_path):
+    config = tiny.get_config()
+    prepare.run(config, tmp_path)
+    out = pretrain_stage.stage_dir(tmp_path)
+    fp = pretrain_stage._fingerprint(config, tmp_path)
+    pretrain_stage._claim(out, fp)  # a fresh run records its config
+    assert json.loads((out / pretrain_stage.STARTED).read_text()) == fp
+    pretrain_stage._claim(out, fp)  # the same config resumes
+    changed = tiny.get_config()
+    changed.pretrain.lr = 0.5
+    with pytest.raises(UserInputError, match="unfinished run of another config"):
+        pretrain_stage.run(changed, tmp_path)

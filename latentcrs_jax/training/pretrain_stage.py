@@ -3,15 +3,16 @@
 Fingerprinted by the dataset's content hash and the `backbone` and `pretrain` config sections
 less the fields that only trade speed for memory (`SPEED_ONLY`: the same model either way), so
 tuning them never makes a finished backbone "another config"; a finished stage is skipped, an
-interrupted one resumes from its checkpoints.
+interrupted one resumes from its checkpoints, under the config that started it only.
 """
 
 import json
 import pathlib
 
+import jax
 from absl import logging
 
-from latentcrs_jax import stage_manifest
+from latentcrs_jax import fileio, stage_manifest
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
 from latentcrs_jax.errors import UserInputError
@@ -30,6 +31,7 @@ SPEED_ONLY = (
 )
 # Fields added after the first release, with the value that trains as before they existed.
 NEUTRAL = {"lr_decay_epochs": (), "lr_decay_factor": 0.1}
+STARTED = "started.json"  # The fingerprint of the config that started an unfinished run.
 SUMMARY_KEYS = ("test/hit@10", "test/ndcg@10", "test/hit@20", "test/ndcg@20")
 
 
@@ -45,6 +47,21 @@ def _fingerprint(config, workdir) -> str:
     )
 
 
+def _claim(out: pathlib.Path, fp: str) -> None:
+    """Records which config an unfinished run belongs to, and refuses to resume one of another
+    config (its checkpoints would silently continue under the new settings). Runs started
+    before this record existed are claimed by the config that resumes them."""
+    started = out / STARTED
+    if started.is_file():
+        if json.loads(started.read_text(encoding="utf-8")) != fp:
+            raise UserInputError(
+                f"{out} holds an unfinished run of another config; use another --workdir "
+                "(or delete it to start over)"
+            )
+    elif jax.process_index() == 0:
+        fileio.write_json(started, fp)
+
+
 def run(config, workdir: str | pathlib.Path) -> str:
     """Pretrains unless already done; returns the backbone's test metrics in one line."""
     out = stage_dir(workdir)
@@ -57,6 +74,7 @@ def run(config, workdir: str | pathlib.Path) -> str:
             raise UserInputError(
                 f"{out} holds a backbone trained with another config; use another --workdir"
             )
+        _claim(out, fp)
         result = pretrain.train_and_evaluate(config, workdir)
         stage_manifest.write(out, fp, result=result)
     metrics = ", ".join(f"{k} {result[k]:.4f}" for k in SUMMARY_KEYS if k in result)
