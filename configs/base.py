@@ -78,6 +78,8 @@ def get_backbone_config() -> ml_collections.ConfigDict:
     b.attn_dropout = 0.5  # Dropout on attention probabilities (ICLRec 0.5).
     b.max_len = 200  # Input length L, left-padded (ICLRec: 200 for ML-1M, 50 otherwise).
     b.init_range = 0.02  # Std of the normal initialiser of kernels and embeddings.
+    b.block = "post_ln"  # ICLRec's post-LN blocks; "pre_ln": the original SASRec's (FFN width
+    # D, ReLU, LayerNorm eps 1e-8, embeddings x sqrt(D); models/sasrec.py).
     return b
 
 

@@ -39,6 +39,13 @@ def test_fields_added_later_leave_old_fingerprints_at_their_neutral_value(tmp_pa
     decayed = tiny.get_config()
     decayed.pretrain.lr_decay_epochs = (2,)
     assert pretrain_stage._fingerprint(decayed, tmp_path) != base
+    no_block = tiny.get_config()  # a config from before the backbone's `block` field
+    with no_block.backbone.unlocked():
+        del no_block.backbone["block"]
+    assert pretrain_stage._fingerprint(no_block, tmp_path) == base
+    original = tiny.get_config()
+    original.backbone.block = "pre_ln"
+    assert pretrain_stage._fingerprint(original, tmp_path) != base
 
 
 def test_an_unfinished_run_resumes_only_under_the_config_that_started_it(tmp_path):

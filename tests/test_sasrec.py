@@ -213,3 +213,77 @@ def test_dropout_preserves_the_mean():
         y = np.asarray(layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}))
         assert abs(y.mean() - 1.0) < 0.02
         np.testing.assert_allclose(np.unique(y), [0.0, 256 / (256 - round(rate * 256))], rtol=1e-6)
+
+
+PRE = sasrec.SASRecConfig(
+    num_items=30, max_len=8, hidden=16, num_layers=2, num_heads=2, block="pre_ln",
+    ffn_mult=1, ln_eps=1e-8,
+)  # fmt: skip
+
+
+def _np_ln(x, p, eps):
+    u = x.mean(-1, keepdims=True)
+    s = np.square(x - u).mean(-1, keepdims=True)
+    return (x - u) / np.sqrt(s + eps) * np.asarray(p["scale"]) + np.asarray(p["bias"])
+
+
+def _np_dense(x, p):
+    return x @ np.asarray(p["kernel"], np.float64) + np.asarray(p["bias"], np.float64)
+
+
+def _np_pre_ln_sasrec(params, ids, cfg):
+    """The original SASRec block (Kang & McAuley; pmixer's port) in float64 numpy, eval mode."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
+    ids = np.asarray(ids)
+    b, seq_len = ids.shape
+    heads, dh = cfg.num_heads, cfg.hidden // cfg.num_heads
+    keep = (ids > 0)[..., None]
+    x = (
+        p["item_embed"]["embedding"][ids] * math.sqrt(cfg.hidden)
+        + p["pos_embed"]["embedding"][:seq_len]
+    )
+    x = x * keep
+    allowed = np.tril(np.ones((seq_len, seq_len), bool))[None] & (ids > 0)[:, None, :]
+    for i in range(cfg.num_layers):
+        a, f = p[f"attn_{i}"], p[f"ffn_{i}"]
+        qn = _np_ln(x, a["ln"], cfg.ln_eps)
+        q, k, v = (
+            _np_dense(t, a[n]).reshape(b, seq_len, heads, dh)
+            for t, n in ((qn, "query"), (x, "key"), (x, "value"))
+        )
+        scores = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(dh)
+        scores = np.where(allowed[:, None], scores, scores - 10000.0)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        ctx = np.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, seq_len, cfg.hidden)
+        x = qn + _np_dense(ctx, a["dense"])
+        h = _np_ln(x, f["ln"], cfg.ln_eps)
+        x = (h + _np_dense(np.maximum(_np_dense(h, f["dense_1"]), 0.0), f["dense_2"])) * keep
+    return _np_ln(x, p["last_ln"], cfg.ln_eps)
+
+
+def test_pre_ln_block_matches_a_numpy_reference():
+    params = sasrec.init_params(PRE, jax.random.key(1))
+    # LayerNorm scales and biases at their init (1, 0) would hide a mix-up: perturb them.
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, a: (
+            a + 0.1 * jax.random.normal(jax.random.key(len(str(path))), a.shape)
+            if "ln" in str(path)
+            else a
+        ),
+        params,
+    )
+    model = sasrec.SASRec(PRE)
+    out = model.apply(params, _seq(), deterministic=True)
+    np.testing.assert_allclose(out, _np_pre_ln_sasrec(params, _seq(), PRE), atol=2e-5)
+    h = model.apply(params, _seq(), deterministic=True, method=sasrec.SASRec.user_state)
+    np.testing.assert_allclose(h, out[:, -1], atol=1e-6)
+    trimmed = model.apply(params, _seq()[:1, 3:], deterministic=True, right_aligned=True)
+    np.testing.assert_allclose(trimmed, out[:1, 3:], atol=1e-5)  # left padding changes nothing
+    # Causal at real positions: a later item never changes an earlier output.
+    later = _seq().at[0, -1].set(1)
+    np.testing.assert_allclose(
+        model.apply(params, later, deterministic=True)[0, :-1], out[0, :-1], atol=1e-6
+    )
+    with pytest.raises(ValueError, match="block must be one of"):
+        sasrec.SASRecConfig(num_items=5, block="pre-ln")

@@ -29,6 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+BLOCKS = ("post_ln", "pre_ln")
+
 
 @dataclasses.dataclass(frozen=True)
 class SASRecConfig:
@@ -47,6 +49,12 @@ class SASRecConfig:
       ln_eps: LayerNorm epsilon (inside the sqrt).
       remat: recompute each block's activations in the backward pass (`nn.remat`) instead of
         storing them: ~1/10 of the activation memory for ~1/3 more compute. Same numbers.
+      block: "post_ln", ICLRec's block (above), or "pre_ln", the original SASRec's (Kang &
+        McAuley 2018, as pmixer's PyTorch port and the published SASRec-CE runs): embeddings
+        scaled by sqrt(D) without LayerNorm, padding rows zeroed after the embeddings and
+        every block, attention from LN(x) to x with the residual on LN(x) and no dropout
+        after the output projection, FFN LN(x) -> Linear -> dropout -> ReLU -> Linear ->
+        dropout (+ LN(x)), a final LayerNorm. Use it with ffn_mult 1 and ln_eps 1e-8.
       query_blocks: split the queries into up to this many position blocks (each of at least
         `MIN_BLOCK` positions: smaller ones cost more in overhead than they save); block [s, e)
         attends keys [0, e) only (the rest are causally masked), skipping the upper triangle
@@ -66,6 +74,7 @@ class SASRecConfig:
     init_range: float = 0.02
     ln_eps: float = 1e-12
     remat: bool = False
+    block: str = "post_ln"
     query_blocks: int = 1
 
     def __post_init__(self):
@@ -75,6 +84,8 @@ class SASRecConfig:
             raise ValueError(f"need num_items >= 1 and max_len >= 1, got {self}")
         if self.query_blocks < 1:
             raise ValueError(f"query_blocks must be >= 1, got {self.query_blocks}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
 
 
 def _layer_norm(params, x: jax.Array, eps: float) -> jax.Array:
@@ -198,6 +209,44 @@ def _dense(cfg: SASRecConfig, features: int, name: str) -> nn.Dense:
     )
 
 
+def _multi_head_attention(
+    cfg: SASRecConfig, queries: jax.Array, keys_values: jax.Array, allowed, deterministic: bool
+) -> jax.Array:
+    """Multi-head attention with its output projection; call inside a compact module (it
+    creates the submodules query, key, value, dense and the probabilities' Dropouts).
+
+    Args:
+      cfg: backbone config (heads, dropout, `query_blocks`).
+      queries: float32[B, L, D], projected to Q.
+      keys_values: float32[B, L, D], projected to K and V.
+      allowed: bool[B, 1, L, L] from `attention_mask`.
+      deterministic: disables dropout.
+
+    Returns:
+      float32[B, L, D].
+    """
+    b, seq_len, d = queries.shape
+    dh = d // cfg.num_heads
+
+    def heads(t):  # [B * L, D] -> [B, H, L, dh]
+        return t.reshape(b, seq_len, cfg.num_heads, dh).transpose(0, 2, 1, 3)
+
+    q = heads(_dense(cfg, d, "query")(queries.reshape(b * seq_len, d)))
+    rows = keys_values.reshape(b * seq_len, d)
+    k = heads(_dense(cfg, d, "key")(rows))
+    v = heads(_dense(cfg, d, "value")(rows))
+    ctx = []
+    for start, end in query_blocks(seq_len, min(cfg.query_blocks, seq_len // MIN_BLOCK)):
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q[:, :, start:end], k[:, :, :end])
+        scores = masked_scores(scores / math.sqrt(dh), allowed[:, :, start:end, :end])
+        probs = jax.nn.softmax(scores, axis=-1)
+        probs = Dropout(cfg.attn_dropout)(probs, deterministic=deterministic)
+        ctx.append(jnp.einsum("bhqk,bhkd->bhqd", probs, v[:, :, :end]))
+    ctx = jnp.concatenate(ctx, axis=2) if len(ctx) > 1 else ctx[0]
+    ctx = ctx.transpose(0, 2, 1, 3).reshape(b * seq_len, d)
+    return _dense(cfg, d, "dense")(ctx).reshape(b, seq_len, d)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention + dense + dropout + post-LN residual."""
 
@@ -210,30 +259,37 @@ class SelfAttention(nn.Module):
         `deterministic` is positional here (not keyword-only) so that `nn.remat` can mark it
         static; the public SASRec call keeps it keyword-only.
         """
+        out = _multi_head_attention(self.cfg, x, x, allowed, deterministic)
+        out = Dropout(self.cfg.hidden_dropout)(out, deterministic=deterministic)
+        return TFLayerNorm(self.cfg.ln_eps, name="ln")(out + x)
+
+
+class PreLNSelfAttention(nn.Module):
+    """The original SASRec's attention: LN(x) + MHA(query LN(x), keys and values x)."""
+
+    cfg: SASRecConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, allowed: jax.Array, deterministic: bool) -> jax.Array:
+        """x: float32[B, L, D]; as `SelfAttention`."""
+        normed = TFLayerNorm(self.cfg.ln_eps, name="ln")(x)
+        return normed + _multi_head_attention(self.cfg, normed, x, allowed, deterministic)
+
+
+class PreLNFeedForward(nn.Module):
+    """The original SASRec's FFN: h = LN(x); h + dropout(W2 relu(dropout(W1 h)))."""
+
+    cfg: SASRecConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        """x: float32[B, L, D] -> float32[B, L, D]."""
         cfg = self.cfg
-        b, seq_len, d = x.shape
-        dh = d // cfg.num_heads
-
-        rows = x.reshape(b * seq_len, d)
-
-        def heads(t):  # [B * L, D] -> [B, H, L, dh]
-            return t.reshape(b, seq_len, cfg.num_heads, dh).transpose(0, 2, 1, 3)
-
-        q = heads(_dense(cfg, d, "query")(rows))
-        k = heads(_dense(cfg, d, "key")(rows))
-        v = heads(_dense(cfg, d, "value")(rows))
-        ctx = []
-        for start, end in query_blocks(seq_len, min(cfg.query_blocks, seq_len // MIN_BLOCK)):
-            scores = jnp.einsum("bhqd,bhkd->bhqk", q[:, :, start:end], k[:, :, :end])
-            scores = masked_scores(scores / math.sqrt(dh), allowed[:, :, start:end, :end])
-            probs = jax.nn.softmax(scores, axis=-1)
-            probs = Dropout(cfg.attn_dropout)(probs, deterministic=deterministic)
-            ctx.append(jnp.einsum("bhqk,bhkd->bhqd", probs, v[:, :, :end]))
-        ctx = jnp.concatenate(ctx, axis=2) if len(ctx) > 1 else ctx[0]
-        ctx = ctx.transpose(0, 2, 1, 3).reshape(b * seq_len, d)
-        out = _dense(cfg, d, "dense")(ctx).reshape(b, seq_len, d)
-        out = Dropout(cfg.hidden_dropout)(out, deterministic=deterministic)
-        return TFLayerNorm(cfg.ln_eps, name="ln")(out + x)
+        h = TFLayerNorm(cfg.ln_eps, name="ln")(x)
+        z = _dense(cfg, cfg.ffn_mult * cfg.hidden, "dense_1")(h.reshape(-1, x.shape[-1]))
+        z = jax.nn.relu(Dropout(cfg.hidden_dropout)(z, deterministic=deterministic))
+        z = _dense(cfg, cfg.hidden, "dense_2")(z).reshape(x.shape)
+        return h + Dropout(cfg.hidden_dropout)(z, deterministic=deterministic)
 
 
 class FeedForward(nn.Module):
@@ -342,10 +398,15 @@ class SASRec(nn.Module):
         init = nn.initializers.normal(cfg.init_range)
         self.item_embed = nn.Embed(cfg.num_items + 1, cfg.hidden, embedding_init=init)
         self.pos_embed = nn.Embed(cfg.max_len, cfg.hidden, embedding_init=init)
-        self.emb_ln = TFLayerNorm(cfg.ln_eps)
+        self.emb_ln = TFLayerNorm(cfg.ln_eps)  # post_ln only
+        self.last_ln = TFLayerNorm(cfg.ln_eps)  # pre_ln only
         self.emb_dropout = Dropout(cfg.hidden_dropout)
-        attn_cls = nn.remat(SelfAttention, static_argnums=(3,)) if cfg.remat else SelfAttention
-        ffn_cls = nn.remat(FeedForward, static_argnums=(2,)) if cfg.remat else FeedForward
+        pre = cfg.block == "pre_ln"
+        attn_cls = PreLNSelfAttention if pre else SelfAttention
+        ffn_cls = PreLNFeedForward if pre else FeedForward
+        if cfg.remat:
+            attn_cls = nn.remat(attn_cls, static_argnums=(3,))
+            ffn_cls = nn.remat(ffn_cls, static_argnums=(2,))
         self.attn = [attn_cls(cfg) for _ in range(cfg.num_layers)]
         self.ffn = [ffn_cls(cfg) for _ in range(cfg.num_layers)]
 
@@ -373,9 +434,17 @@ class SASRec(nn.Module):
             raise ValueError(f"sequence length {seq_len} > max_len {self.cfg.max_len}")
         first = self.cfg.max_len - seq_len if right_aligned else 0
         positions = jnp.arange(first, first + seq_len)
+        allowed = attention_mask(item_ids)
+        if self.cfg.block == "pre_ln":
+            keep = (item_ids > 0)[..., None]
+            x = self.item_embed(item_ids) * math.sqrt(self.cfg.hidden)
+            x = self.emb_dropout(x + self.pos_embed(positions)[None], deterministic=deterministic)
+            x = x * keep
+            for attn, ffn in zip(self.attn[:num_blocks], self.ffn[:num_blocks]):
+                x = ffn(attn(x, allowed, deterministic), deterministic) * keep
+            return (self.last_ln(x) if num_blocks == self.cfg.num_layers else x), allowed
         x = self.item_embed(item_ids) + self.pos_embed(positions)[None]
         x = self.emb_dropout(self.emb_ln(x), deterministic=deterministic)
-        allowed = attention_mask(item_ids)
         for attn, ffn in zip(self.attn[:num_blocks], self.ffn[:num_blocks]):
             x = attn(x, allowed, deterministic)
             x = ffn(x, deterministic)
@@ -401,6 +470,8 @@ class SASRec(nn.Module):
         Returns:
           float32[B, D].
         """
+        if self.cfg.block == "pre_ln":  # The whole forward (no last-block shortcut written).
+            return self(item_ids, deterministic=deterministic, right_aligned=right_aligned)[:, -1]
         last = self.cfg.num_layers - 1
         x, allowed = self._blocks(item_ids, deterministic, right_aligned, last)
         params = self.variables["params"]

@@ -570,7 +570,10 @@ class PretrainTask:
 
 
 def model_config_from(backbone, num_items: int) -> sasrec.SASRecConfig:
-    """SASRecConfig from the `config.backbone` section."""
+    """SASRecConfig from the `config.backbone` section ("pre_ln" blocks come with the original
+    SASRec's FFN width D and LayerNorm eps 1e-8)."""
+    block = str(backbone.get("block", "post_ln"))
+    original = {"ffn_mult": 1, "ln_eps": 1e-8} if block == "pre_ln" else {}
     return sasrec.SASRecConfig(
         num_items=num_items,
         max_len=int(backbone.max_len),
@@ -580,6 +583,8 @@ def model_config_from(backbone, num_items: int) -> sasrec.SASRecConfig:
         hidden_dropout=float(backbone.hidden_dropout),
         attn_dropout=float(backbone.attn_dropout),
         init_range=float(backbone.init_range),
+        block=block,
+        **original,
     )
 
 

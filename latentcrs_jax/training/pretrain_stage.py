@@ -31,6 +31,7 @@ SPEED_ONLY = (
 )
 # Fields added after the first release, with the value that trains as before they existed.
 NEUTRAL = {"lr_decay_epochs": (), "lr_decay_factor": 0.1}
+BACKBONE_NEUTRAL = {"block": "post_ln"}
 STARTED = "started.json"  # The fingerprint of the config that started an unfinished run.
 SUMMARY_KEYS = ("test/hit@10", "test/ndcg@10", "test/hit@20", "test/ndcg@20")
 
@@ -42,8 +43,9 @@ def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
 def _fingerprint(config, workdir) -> str:
     manifest = dataset_lib.read_manifest(prepare_lib.data_dir(workdir))
     section = stage_manifest.section(config.pretrain, skip=SPEED_ONLY, neutral=NEUTRAL)
+    backbone = stage_manifest.section(config.backbone, neutral=BACKBONE_NEUTRAL)
     return stage_manifest.fingerprint(
-        data=manifest["content_hash"], backbone=config.backbone, pretrain=section
+        data=manifest["content_hash"], backbone=backbone, pretrain=section
     )
 
 
