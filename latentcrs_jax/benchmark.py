@@ -128,13 +128,7 @@ def benchmark_em(
             for f in dataclasses.fields(em_data.SplitArrays)
         }
     )
-    backbone_cfg = sasrec.SASRecConfig(
-        num_items=num_items,
-        max_len=int(config.backbone.max_len),
-        hidden=hidden,
-        num_layers=int(config.backbone.num_layers),
-        num_heads=int(config.backbone.num_heads),
-    )
+    backbone_cfg = pretrain.model_config_from(config.backbone, num_items)
     backbone_params = sasrec.init_params(backbone_cfg, jax.random.PRNGKey(0))
     mesh = sharding.make_mesh()
     repl = sharding.replicated(mesh)

@@ -14,6 +14,7 @@ from typing import Any
 from latentcrs_jax import fileio
 
 MANIFEST = "manifest.json"
+STARTED = "started.json"  # The fingerprint of the config an unfinished stage was started with.
 
 
 def _default(value: Any) -> Any:
@@ -54,6 +55,17 @@ def read(stage_dir: str | pathlib.Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_started(stage_dir: str | pathlib.Path) -> str | None:
+    """The fingerprint an unfinished stage was started with, or None when none is recorded."""
+    path = pathlib.Path(stage_dir) / STARTED
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def mark_started(stage_dir: str | pathlib.Path, fp: str) -> None:
+    """Records `fp` as the config of the stage's unfinished run (process 0 calls it)."""
+    fileio.write_json(pathlib.Path(stage_dir) / STARTED, fp)
 
 
 def is_complete(stage_dir: str | pathlib.Path, fp: str) -> bool:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from configs import tiny
+from latentcrs_jax import stage_manifest
 from latentcrs_jax.data import prepare
 from latentcrs_jax.errors import UserInputError
 from latentcrs_jax.training import pretrain_stage
@@ -54,7 +55,7 @@ def test_an_unfinished_run_resumes_only_under_the_config_that_started_it(tmp_pat
     out = pretrain_stage.stage_dir(tmp_path)
     fp = pretrain_stage._fingerprint(config, tmp_path)
     pretrain_stage._claim(out, fp)  # a fresh run records its config
-    assert json.loads((out / pretrain_stage.STARTED).read_text()) == fp
+    assert json.loads((out / stage_manifest.STARTED).read_text()) == fp
     pretrain_stage._claim(out, fp)  # the same config resumes
     changed = tiny.get_config()
     changed.pretrain.lr = 0.5

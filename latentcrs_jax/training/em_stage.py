@@ -124,13 +124,12 @@ def run_stage(
     if stage_manifest.is_complete(out, fp):
         logging.info("EM stage %s is complete; skipping", out)
         return json.loads((out / "final_metrics.json").read_text())
-    started = out / "started.json"
-    if out.exists() and (not started.is_file() or json.loads(started.read_text()) != fp):
+    if out.exists() and stage_manifest.read_started(out) != fp:
         # Checkpoints of another config must not be resumed: this stage starts over.
         logging.warning("EM stage %s was made with another config; starting it over", out)
         shutil.rmtree(out)
-    if jax.process_index() == 0 and not started.is_file():
-        fileio.write_json(started, fp)
+    if jax.process_index() == 0 and stage_manifest.read_started(out) != fp:
+        stage_manifest.mark_started(out, fp)
     inputs = inputs.get()
     task = em.EMTask(
         cfg,

@@ -12,7 +12,7 @@ import pathlib
 import jax
 from absl import logging
 
-from latentcrs_jax import fileio, stage_manifest
+from latentcrs_jax import stage_manifest
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
 from latentcrs_jax.errors import UserInputError
@@ -32,7 +32,6 @@ SPEED_ONLY = (
 # Fields added after the first release, with the value that trains as before they existed.
 NEUTRAL = {"lr_decay_epochs": (), "lr_decay_factor": 0.1}
 BACKBONE_NEUTRAL = {"block": "post_ln"}
-STARTED = "started.json"  # The fingerprint of the config that started an unfinished run.
 SUMMARY_KEYS = ("test/hit@10", "test/ndcg@10", "test/hit@20", "test/ndcg@20")
 
 
@@ -53,15 +52,14 @@ def _claim(out: pathlib.Path, fp: str) -> None:
     """Records which config an unfinished run belongs to, and refuses to resume one of another
     config (its checkpoints would silently continue under the new settings). Runs started
     before this record existed are claimed by the config that resumes them."""
-    started = out / STARTED
-    if started.is_file():
-        if json.loads(started.read_text(encoding="utf-8")) != fp:
-            raise UserInputError(
-                f"{out} holds an unfinished run of another config; use another --workdir "
-                "(or delete it to start over)"
-            )
-    elif jax.process_index() == 0:
-        fileio.write_json(started, fp)
+    started = stage_manifest.read_started(out)
+    if started is not None and started != fp:
+        raise UserInputError(
+            f"{out} holds an unfinished run of another config; use another --workdir "
+            "(or delete it to start over)"
+        )
+    if started is None and jax.process_index() == 0:
+        stage_manifest.mark_started(out, fp)
 
 
 def run(config, workdir: str | pathlib.Path) -> str:
