@@ -80,6 +80,8 @@ def get_backbone_config() -> ml_collections.ConfigDict:
     b.init_range = 0.02  # Std of the normal initialiser of kernels and embeddings.
     b.block = "post_ln"  # ICLRec's post-LN blocks; "pre_ln": the original SASRec's (FFN width
     # D, ReLU, LayerNorm eps 1e-8, embeddings x sqrt(D); models/sasrec.py).
+    b.positions = "from_end"  # ICLRec: the last item at position L-1; "from_start": each
+    # row's first item at 0 (the right-padded SASRec of the published SASRec-CE runs).
     return b
 
 

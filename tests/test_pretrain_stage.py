@@ -8,7 +8,7 @@ from configs import tiny
 from latentcrs_jax import stage_manifest
 from latentcrs_jax.data import prepare
 from latentcrs_jax.errors import UserInputError
-from latentcrs_jax.training import pretrain_stage
+from latentcrs_jax.training import pretrain, pretrain_stage
 
 
 def test_fingerprint_ignores_speed_only_fields(tmp_path):
@@ -40,13 +40,15 @@ def test_fields_added_later_leave_old_fingerprints_at_their_neutral_value(tmp_pa
     decayed = tiny.get_config()
     decayed.pretrain.lr_decay_epochs = (2,)
     assert pretrain_stage._fingerprint(decayed, tmp_path) != base
-    no_block = tiny.get_config()  # a config from before the backbone's `block` field
-    with no_block.backbone.unlocked():
-        del no_block.backbone["block"]
-    assert pretrain_stage._fingerprint(no_block, tmp_path) == base
-    original = tiny.get_config()
-    original.backbone.block = "pre_ln"
-    assert pretrain_stage._fingerprint(original, tmp_path) != base
+    for field, other in (("block", "pre_ln"), ("positions", "from_start")):
+        missing = tiny.get_config()  # a config from before the backbone field existed
+        with missing.backbone.unlocked():
+            del missing.backbone[field]
+        assert pretrain_stage._fingerprint(missing, tmp_path) == base, field
+        changed = tiny.get_config()
+        changed.backbone[field] = other
+        assert pretrain_stage._fingerprint(changed, tmp_path) != base, field
+        assert getattr(pretrain.model_config_from(changed.backbone, 5), field) == other
 
 
 def test_an_unfinished_run_resumes_only_under_the_config_that_started_it(tmp_path):

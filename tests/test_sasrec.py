@@ -1,5 +1,6 @@
 """Tests for latentcrs_jax.models.sasrec: shapes, causality, padding invariance, init, LN."""
 
+import dataclasses
 import math
 
 import jax
@@ -232,16 +233,20 @@ def _np_dense(x, p):
 
 
 def _np_pre_ln_sasrec(params, ids, cfg):
-    """The original SASRec block (Kang & McAuley; pmixer's port) in float64 numpy, eval mode."""
+    """The original SASRec block (Kang & McAuley; pmixer's port) in float64 numpy, eval mode.
+    With `cfg.positions == "from_start"` each row's items are numbered from its first one (the
+    right-padded SASRec of the published SASRec-CE runs, whose row k-th item has position k)."""
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
     ids = np.asarray(ids)
     b, seq_len = ids.shape
     heads, dh = cfg.num_heads, cfg.hidden // cfg.num_heads
     keep = (ids > 0)[..., None]
-    x = (
-        p["item_embed"]["embedding"][ids] * math.sqrt(cfg.hidden)
-        + p["pos_embed"]["embedding"][:seq_len]
-    )
+    if cfg.positions == "from_start":
+        pads = (ids == 0).sum(1, keepdims=True)  # left padding: real items start at column pads
+        pos = np.maximum(np.arange(seq_len)[None] - pads, 0)
+    else:
+        pos = np.broadcast_to(np.arange(seq_len), ids.shape)
+    x = p["item_embed"]["embedding"][ids] * math.sqrt(cfg.hidden) + p["pos_embed"]["embedding"][pos]
     x = x * keep
     allowed = np.tril(np.ones((seq_len, seq_len), bool))[None] & (ids > 0)[:, None, :]
     for i in range(cfg.num_layers):
@@ -287,3 +292,29 @@ def test_pre_ln_block_matches_a_numpy_reference():
     )
     with pytest.raises(ValueError, match="block must be one of"):
         sasrec.SASRecConfig(num_items=5, block="pre-ln")
+
+
+def test_from_start_positions_match_the_reference_and_ignore_padding_width():
+    cfg = dataclasses.replace(PRE, positions="from_start")
+    params = sasrec.init_params(cfg, jax.random.key(2))
+    model = sasrec.SASRec(cfg)
+    out = model.apply(params, _seq(), deterministic=True)
+    np.testing.assert_allclose(out, _np_pre_ln_sasrec(params, _seq(), cfg), atol=2e-5)
+    # The row's real items get positions 0..4 however much padding is in front of them.
+    real = _seq()[:1, 3:]
+    for ids in (real, jnp.pad(real, ((0, 0), (1, 0)))):
+        for right_aligned in (False, True):
+            got = model.apply(params, ids, deterministic=True, right_aligned=right_aligned)
+            np.testing.assert_allclose(got[:, -5:], out[:1, 3:], atol=1e-5)
+    # A row without padding has the same position ids either way.
+    end = sasrec.SASRec(dataclasses.replace(cfg, positions="from_end"))
+    np.testing.assert_array_equal(end.apply(params, _seq(), deterministic=True)[1], out[1])
+    # ... and a padded one does not (its items sit at 3..7 from the end, 0..4 from the start).
+    assert not np.allclose(end.apply(params, _seq(), deterministic=True)[0, 3:], out[0, 3:])
+    # The post-LN block uses the same ids (checked through its padding-width invariance).
+    post = sasrec.SASRec(dataclasses.replace(CFG, positions="from_start"))
+    p2 = sasrec.init_params(post.cfg, jax.random.key(3))
+    wide = post.apply(p2, _seq()[:1], deterministic=True)
+    np.testing.assert_allclose(post.apply(p2, real, deterministic=True), wide[:, 3:], atol=1e-5)
+    with pytest.raises(ValueError, match="positions must be one of"):
+        sasrec.SASRecConfig(num_items=5, positions="start")

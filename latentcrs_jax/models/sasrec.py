@@ -11,7 +11,11 @@ Architecture (method.md section 2.1):
 * init: kernels and embeddings ~ N(0, init_range), biases 0, LayerNorm (1, 0).
 
 Sequences are left-padded to `max_len` with 0; positions run 0..L-1 from the left, so the
-last item always sits at position L-1 and the user state h_u is the output at the last position.
+last item always sits at position L-1 and the user state h_u is the output at the last position
+(`positions="from_end"`, ICLRec). `positions="from_start"` numbers each row's real items
+0, 1, 2, ... from its first item instead (the right-padded SASRec of the published SASRec-CE
+runs), so an output at position i sees the same position ids in training as a sequence of
+i + 1 items at test time.
 
 ICLRec's item table has max_item + 2 rows; the extra last row is never used by its losses or its
 evaluation, so ours has N + 1 rows.
@@ -30,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 BLOCKS = ("post_ln", "pre_ln")
+POSITIONS = ("from_end", "from_start")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +66,9 @@ class SASRecConfig:
         (4 blocks: 62.5% of the score entries). Same outputs at real positions (up to float
         rounding); padding query rows, whose every key is masked, attend to fewer keys, so
         ICLRec's losses, which pool over all positions, need 1.
+      positions: "from_end" (ICLRec): position ids by column, the last item at max_len - 1
+        whatever the row's length; "from_start": each row's first real item is position 0,
+        its k-th is k - 1 (padding gets 0), independent of the padding width.
     """
 
     num_items: int
@@ -76,6 +84,7 @@ class SASRecConfig:
     remat: bool = False
     block: str = "post_ln"
     query_blocks: int = 1
+    positions: str = "from_end"
 
     def __post_init__(self):
         if self.hidden % self.num_heads:
@@ -86,6 +95,8 @@ class SASRecConfig:
             raise ValueError(f"query_blocks must be >= 1, got {self.query_blocks}")
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
 
 
 def _layer_norm(params, x: jax.Array, eps: float) -> jax.Array:
@@ -420,7 +431,8 @@ class SASRec(nn.Module):
           deterministic: disables dropout (eval mode).
           right_aligned: position ids max_len-L..max_len-1 instead of 0..L-1, i.e. exactly
             the outputs (at real positions) of the same rows left-padded to max_len, without
-            computing the all-padding columns. Equal to the default when L == max_len.
+            computing the all-padding columns. Equal to the default when L == max_len. No
+            effect with `positions="from_start"`, whose ids never depend on the width.
 
         Returns:
           float32[B, L, D].
@@ -432,18 +444,22 @@ class SASRec(nn.Module):
         seq_len = item_ids.shape[1]
         if seq_len > self.cfg.max_len:
             raise ValueError(f"sequence length {seq_len} > max_len {self.cfg.max_len}")
-        first = self.cfg.max_len - seq_len if right_aligned else 0
-        positions = jnp.arange(first, first + seq_len)
+        if self.cfg.positions == "from_start":
+            real = (item_ids > 0).astype(jnp.int32)
+            pos = self.pos_embed(jnp.maximum(jnp.cumsum(real, axis=1) - 1, 0))  # [B, L, D]
+        else:
+            first = self.cfg.max_len - seq_len if right_aligned else 0
+            pos = self.pos_embed(jnp.arange(first, first + seq_len))[None]  # [1, L, D]
         allowed = attention_mask(item_ids)
         if self.cfg.block == "pre_ln":
             keep = (item_ids > 0)[..., None]
             x = self.item_embed(item_ids) * math.sqrt(self.cfg.hidden)
-            x = self.emb_dropout(x + self.pos_embed(positions)[None], deterministic=deterministic)
+            x = self.emb_dropout(x + pos, deterministic=deterministic)
             x = x * keep
             for attn, ffn in zip(self.attn[:num_blocks], self.ffn[:num_blocks]):
                 x = ffn(attn(x, allowed, deterministic), deterministic) * keep
             return (self.last_ln(x) if num_blocks == self.cfg.num_layers else x), allowed
-        x = self.item_embed(item_ids) + self.pos_embed(positions)[None]
+        x = self.item_embed(item_ids) + pos
         x = self.emb_dropout(self.emb_ln(x), deterministic=deterministic)
         for attn, ffn in zip(self.attn[:num_blocks], self.ffn[:num_blocks]):
             x = attn(x, allowed, deterministic)

@@ -584,6 +584,7 @@ def model_config_from(backbone, num_items: int) -> sasrec.SASRecConfig:
         attn_dropout=float(backbone.attn_dropout),
         init_range=float(backbone.init_range),
         block=block,
+        positions=str(backbone.get("positions", "from_end")),
         **original,
     )
 

@@ -31,7 +31,7 @@ SPEED_ONLY = (
 )
 # Fields added after the first release, with the value that trains as before they existed.
 NEUTRAL = {"lr_decay_epochs": (), "lr_decay_factor": 0.1}
-BACKBONE_NEUTRAL = {"block": "post_ln"}
+BACKBONE_NEUTRAL = {"block": "post_ln", "positions": "from_end"}
 SUMMARY_KEYS = ("test/hit@10", "test/ndcg@10", "test/hit@20", "test/ndcg@20")
 
 
