@@ -37,13 +37,22 @@ def fingerprint(**inputs: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def section(values: Any, skip: tuple[str, ...] = (), neutral: dict | None = None) -> dict:
+def section(
+    values: Any,
+    skip: tuple[str, ...] = (),
+    neutral: dict | None = None,
+    fixed: dict | None = None,
+) -> dict:
     """A config section as a plain dict for `fingerprint`, without the fields in `skip` (those
     that do not change a stage's outputs) and without fields added later that hold their
     `neutral` value (the one that reproduces the behaviour from before they existed), so that
-    adding a field never turns existing workdirs into "another config"."""
+    adding a field never turns existing workdirs into "another config". Fields in `fixed` are
+    hashed at the given value whatever they hold: like `skip`, for fields that never change
+    the outputs, but keeping the fingerprints of sections hashed whole before (at their
+    defaults) unchanged."""
     plain = to_plain(values)
     neutral = to_plain(neutral or {})
+    plain.update({k: v for k, v in to_plain(fixed or {}).items() if k in plain})
     return {
         k: v for k, v in plain.items() if k not in skip and not (k in neutral and neutral[k] == v)
     }

@@ -27,3 +27,29 @@ def test_simulate_stage_writes_every_split_and_skips_when_done(tmp_path):
     )
     stage.run(config, tmp_path)
     assert stage.load_texts(tmp_path, "test") != first
+
+
+def test_fingerprints_leave_out_fields_that_never_change_the_outputs():
+    from latentcrs_jax.text import stage as encode_stage
+
+    base = tiny.get_config()
+    sim = stage.fingerprint_section(base.simulator)
+    assert sim == stage_manifest.to_plain(base.simulator)  # defaults: hashed as before
+    changed = tiny.get_config()
+    changed.simulator.llm_model = "other"
+    assert stage.fingerprint_section(changed.simulator) == sim
+    llm = tiny.get_config()
+    llm.simulator.kind, llm.simulator.llm_model = "llm", "m"
+    llm_section = stage.fingerprint_section(llm.simulator)
+    assert llm_section["llm_model"] == "m" and llm_section["llm_max_concurrency"] == 4
+    llm.simulator.llm_max_concurrency, llm.simulator.llm_timeout_s = 32, 5.0
+    assert stage.fingerprint_section(llm.simulator) == llm_section
+    llm.simulator.llm_temperature = 0.0
+    assert stage.fingerprint_section(llm.simulator) != llm_section
+    text = encode_stage.fingerprint_section(base.text)
+    assert text == stage_manifest.to_plain(base.text)
+    batching = tiny.get_config()
+    batching.text.batch_size, batching.text.buckets = 7, (32, 256)
+    assert encode_stage.fingerprint_section(batching.text) == text
+    batching.text.max_length = 128
+    assert encode_stage.fingerprint_section(batching.text) != text

@@ -517,8 +517,8 @@ def _fingerprint(config, workdir: pathlib.Path, settings: MultiTurnSettings) -> 
     return stage_manifest.fingerprint(
         upstream=upstream,
         multi_turn=dataclasses.asdict(settings),
-        simulator=config.simulator,
-        text=config.text,
+        simulator=simulate_stage.fingerprint_section(config.simulator),
+        text=encode_stage.fingerprint_section(config.text),
         em_seed=seed,
     )
 

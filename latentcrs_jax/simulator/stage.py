@@ -6,6 +6,7 @@ stage is skipped. The LLM path keeps its append-only response cache in the same 
 interrupted run resumes without repeating calls.
 """
 
+import dataclasses
 import json
 import pathlib
 
@@ -22,9 +23,26 @@ def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
     return pathlib.Path(workdir) / "utterances"
 
 
+# Fields that change how fast or how patiently the endpoint is called, never what it answers.
+SPEED_ONLY = ("llm_max_concurrency", "llm_timeout_s", "llm_max_retries", "llm_api_key_env")
+
+
+def fingerprint_section(simulator) -> dict:
+    """`config.simulator` as it determines the utterances: the speed-only fields, and every
+    llm_* field when the template simulator (which never reads them) is used, are hashed at
+    their defaults, so changing them keeps finished stages (and older workdirs keep theirs)."""
+    defaults = dataclasses.asdict(api.SimulatorConfig())
+    fixed = {k: defaults[k] for k in SPEED_ONLY}
+    if simulator.kind == "template":
+        fixed = {k: v for k, v in defaults.items() if k.startswith("llm_")}
+    return stage_manifest.section(simulator, fixed=fixed)
+
+
 def _fingerprint(config, workdir) -> str:
     manifest = dataset_lib.read_manifest(prepare_lib.data_dir(workdir))
-    return stage_manifest.fingerprint(data=manifest["content_hash"], simulator=config.simulator)
+    return stage_manifest.fingerprint(
+        data=manifest["content_hash"], simulator=fingerprint_section(config.simulator)
+    )
 
 
 def run(config, workdir: str | pathlib.Path) -> str:

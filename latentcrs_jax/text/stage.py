@@ -26,10 +26,21 @@ def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
     return pathlib.Path(workdir) / "embeddings"
 
 
+# Batching fields, hashed at the values configs/base.py ships: they change how many sentences
+# one compiled call encodes and how much (masked) padding it carries, not the embeddings
+# (beyond float rounding).
+BATCHING = {"batch_size": 64, "buckets": (16, 32, 64, 128, 256)}
+
+
+def fingerprint_section(text) -> dict:
+    """`config.text` as it determines the embeddings (batching fields at fixed values)."""
+    return stage_manifest.section(text, fixed=BATCHING)
+
+
 def _fingerprint(config, workdir) -> str:
     return stage_manifest.fingerprint(
         utterances=stage_manifest.content_hash(simulate_stage.stage_dir(workdir)),
-        text=config.text,
+        text=fingerprint_section(config.text),
     )
 
 
