@@ -2,8 +2,10 @@ r"""MovieLens-1M, the standard protocol of the SASRec literature, with SASRec-CE
 
 All ratings (no >= 4 filter), per-user time order, items with >= 5 ratings, leave-one-out
 (valid S[-2], test S[-1]), max length 200, full-softmax cross-entropy at every position, full
-ranking with the user's history masked. Published anchors with this protocol (test NDCG@10 /
-HIT@10): SASRec-CE 0.182 / 0.315, gSASRec 0.173 / 0.300.
+ranking with the user's history masked. Positions are counted from each row's first item (as
+the published SASRec-CE code's right padding; ICLRec counts them from the last). Published
+anchors with this protocol (test NDCG@10 / HIT@10): SASRec-CE 0.182 / 0.315, gSASRec 0.173 /
+0.300.
 
   python -m launch.prepare --config=configs/ml1m_standard.py --workdir=workdirs/ml1m_std
   python -m launch.pretrain --config=configs/ml1m_standard.py --workdir=workdirs/ml1m_std
@@ -12,8 +14,8 @@ Expected: 6,040 users, 3,416 items; see README for the measured epochs, wall tim
 Variant `:published`: the model of the published SASRec-CE anchor ("SASRec+", Klenitskiy &
 Vasilev, RecSys 2023, github antklen/sasrec-bert4rec-recsys23): the original SASRec block
 (pmixer's port: `backbone.block = "pre_ln"`), positions counted from each row's first item
-(their right padding: `backbone.positions = "from_start"`), one attention head, dropout 0.1,
-instead of ICLRec's post-LN block, 2 heads and dropout 0.2 (README: it did worse here).
+(their right padding, also this config's default), one attention head, dropout 0.1, instead
+of ICLRec's post-LN block, 2 heads and dropout 0.2 (README: it did worse here).
 Other variants are passed on to configs/ml1m.py.
 """
 
@@ -30,6 +32,7 @@ def get_config(arg: str | None = None):
     config.backbone.max_len = 200  # Inputs keep the last 200 items.
     config.backbone.hidden_dropout = 0.2  # SASRec's ML-1M dropout.
     config.backbone.attn_dropout = 0.2  # SASRec's ML-1M dropout.
+    config.backbone.positions = "from_start"  # As the published run's right padding (README).
     config.pretrain.loss = "ce"  # SASRec-CE: softmax over all items at every position.
     config.pretrain.mask_history_in_eval = True  # Standard: never recommend a seen item.
     config.pretrain.early_stop_metric = "valid/ndcg@10"  # The reported metric.
@@ -42,7 +45,6 @@ def get_config(arg: str | None = None):
     config.pretrain.microbatch = 32  # CE with block-causal attention: ~10% faster than 16.
     if published:
         config.backbone.block = "pre_ln"
-        config.backbone.positions = "from_start"
         config.backbone.num_heads = 1
         config.backbone.hidden_dropout = 0.1
         config.backbone.attn_dropout = 0.1
