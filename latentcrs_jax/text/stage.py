@@ -26,15 +26,16 @@ def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
     return pathlib.Path(workdir) / "embeddings"
 
 
-# Batching fields, hashed at the values configs/base.py ships: they change how many sentences
-# one compiled call encodes and how much (masked) padding it carries, not the embeddings
-# (beyond float rounding).
-BATCHING = {"batch_size": 64, "buckets": (16, 32, 64, 128, 256)}
+# Batching fields, hashed at their `TextSettings` defaults: they change how many sentences one
+# compiled call encodes and how much (masked) padding it carries, not the embeddings (beyond
+# float rounding).
+BATCHING = ("batch_size", "buckets")
 
 
 def fingerprint_section(text) -> dict:
     """`config.text` as it determines the embeddings (batching fields at fixed values)."""
-    return stage_manifest.section(text, fixed=BATCHING)
+    defaults = encode.TextSettings()
+    return stage_manifest.section(text, fixed={k: getattr(defaults, k) for k in BATCHING})
 
 
 def _fingerprint(config, workdir) -> str:
