@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from latentcrs_jax.evaluation import ranking
-from latentcrs_jax.training import early_stopping, loop
+from latentcrs_jax.training import early_stopping, loop, metrics_io
 
 N_IDS = 6
 
@@ -116,6 +116,31 @@ def test_kill_and_resume_gives_identical_metrics(tmp_path):
     # Running again after completion changes nothing.
     again = loop.Trainer(_cfg(), tmp_path / "b").fit(FakeTask())
     assert again.final_metrics == straight.final_metrics and again.epochs_run == 4
+    # The wall time adds up the epochs of both processes, not only the resumed one's.
+    records = metrics_io.MetricsWriter(tmp_path / "b" / "metrics.jsonl").read()
+    epoch_seconds = [r["time/epoch_seconds"] for r in records if "time/epoch_seconds" in r]
+    assert len(epoch_seconds) == 4
+    assert again.total_seconds == pytest.approx(sum(epoch_seconds))
+    assert resumed.train_seconds < resumed.total_seconds == again.total_seconds
+    to_best = sum(epoch_seconds[: resumed.best_epoch + 1])
+    assert resumed.seconds_to_best == pytest.approx(to_best)
+
+
+def test_cumulative_seconds_counts_every_process():
+    # Per-epoch times (this release) and per-process clocks (older runs) that restart on resume.
+    new = [
+        {"epoch": e, "time/fit_seconds": 1.0, "time/epoch_seconds": s} for e, s in enumerate([2, 3])
+    ]
+    assert metrics_io.cumulative_seconds(new) == {0: 2.0, 1: 5.0}
+    old = [
+        {"epoch": 2, "time/fit_seconds": 4.0},  # a second process, resumed after epoch 1
+        {"epoch": 0, "time/fit_seconds": 10.0},
+        {"epoch": 1, "time/fit_seconds": 25.0},
+        {"epoch": 3, "time/fit_seconds": 9.0},
+        {"epoch": 4, "final/test/hit@1": 0.5},  # no time key: skipped
+    ]
+    assert metrics_io.cumulative_seconds(old) == {0: 10.0, 1: 25.0, 2: 29.0, 3: 34.0}
+    assert metrics_io.cumulative_seconds([]) == {}
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):

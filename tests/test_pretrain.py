@@ -118,6 +118,9 @@ def test_run_resume_and_artefacts(tmp_path):
     for k, v in straight.items():
         if "seconds" not in k:
             assert resumed[k] == v, k
+    # The resumed process ran one epoch; the total counts all three.
+    assert resumed["train_seconds_this_process"] < resumed["train_seconds_total"]
+    assert resumed["train_seconds_to_best_epoch"] <= resumed["train_seconds_total"]
     for name in ("intents.npy", "centroids.npy", "assignments.npy"):
         np.testing.assert_array_equal(
             np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name)

@@ -149,6 +149,9 @@ class FitResult:
       final_metrics: "<split>/<metric>" of the best state on `final_splits`.
       epochs_run: epochs finished in total (including ones before a resume).
       train_seconds: wall time of the training epochs run by this process.
+      total_seconds: wall time of all epochs, over every process that worked on the run
+        (`metrics_io.cumulative_seconds`); nan on processes other than 0.
+      seconds_to_best: the same up to the end of the best epoch.
     """
 
     best_state: TrainState
@@ -156,6 +159,8 @@ class FitResult:
     final_metrics: dict[str, float]
     epochs_run: int
     train_seconds: float
+    total_seconds: float = math.nan
+    seconds_to_best: float = math.nan
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,6 +263,7 @@ class Trainer:
         for epoch in range(start_epoch, cfg.max_epochs):
             if stopper.should_stop:
                 break
+            t_epoch = time.perf_counter()
             state = task.on_epoch_start(state, epoch)
             first_step = int(state.step)
             progress = metrics_io.ProgressLogger(
@@ -290,6 +296,7 @@ class Trainer:
                 record.update(self.evaluate(task, eval_step, state, split))
             record["eval/seconds"] = time.perf_counter() - t_eval
             record["time/fit_seconds"] = time.perf_counter() - t0  # this process, with eval
+            record["time/epoch_seconds"] = time.perf_counter() - t_epoch
             improved = stopper.update(record, epoch)
             meta = {
                 "epoch": epoch,
@@ -326,4 +333,14 @@ class Trainer:
                 self.workdir / "final_metrics.json",
                 {"best_epoch": best_meta["epoch"], "epochs_run": epochs_run, **final},
             )
-        return FitResult(best_state, int(best_meta["epoch"]), final, epochs_run, train_seconds)
+        elapsed = metrics_io.cumulative_seconds(writer.read())
+        best_epoch = int(best_meta["epoch"])
+        return FitResult(
+            best_state,
+            best_epoch,
+            final,
+            epochs_run,
+            train_seconds,
+            total_seconds=max(elapsed.values(), default=math.nan),
+            seconds_to_best=elapsed.get(best_epoch, math.nan),
+        )

@@ -2,7 +2,9 @@
 
 Each JSONL line is one record `{"epoch": e, "step": s, "<split>/<name>": value, ...}`. On resume
 the file is cut back to the records of epochs that the restored checkpoint covers, so a run
-killed and restarted writes exactly the lines of a run that was never killed.
+killed and restarted writes exactly the lines of a run that was never killed (up to its
+"time/..." keys). `cumulative_seconds` adds up the wall time of a run resumed any number of
+times.
 """
 
 import json
@@ -55,6 +57,37 @@ class MetricsWriter:
             return []
         text = self.path.read_text(encoding="utf-8")
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def cumulative_seconds(records: list[dict]) -> dict[int, float]:
+    """Wall time from the start of training to the end of each epoch, over every process that
+    worked on the run (a resumed run restarts its per-process clock `time/fit_seconds`).
+
+    Each epoch counts its `time/epoch_seconds` (K-means, training and evaluation). Records
+    written before that key existed count their `time/fit_seconds` increment, or the value
+    itself where it fell (a new process started there); a new process whose first epoch took
+    longer than the old process had run is not detected, so such old runs can be undercounted.
+    The partial epoch a killed process lost is not counted.
+
+    Args:
+      records: `MetricsWriter.read()` output; records without a time key are skipped.
+
+    Returns:
+      {epoch: seconds} for the epochs with a time key, in epoch order.
+    """
+    out: dict[int, float] = {}
+    total, last_fit = 0.0, None
+    for r in sorted(records, key=lambda r: r["epoch"]):
+        fit = r.get("time/fit_seconds")
+        if "time/epoch_seconds" in r:
+            total += r["time/epoch_seconds"]
+        elif fit is not None:
+            total += fit - last_fit if last_fit is not None and fit >= last_fit else fit
+        else:
+            continue
+        last_fit = fit
+        out[int(r["epoch"])] = total
+    return out
 
 
 class ProgressLogger:

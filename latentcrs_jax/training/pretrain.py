@@ -654,6 +654,8 @@ def run(
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
         "train_seconds_this_process": fit.train_seconds,
+        "train_seconds_total": fit.total_seconds,  # over every resume
+        "train_seconds_to_best_epoch": fit.seconds_to_best,
         "loss": cfg.loss,
         "num_intents": int(centroids.shape[0]),
         **fit.final_metrics,
