@@ -88,7 +88,8 @@ def get_backbone_config() -> ml_collections.ConfigDict:
 def get_pretrain_config() -> ml_collections.ConfigDict:
     """Pretrain section: ICLRec (or SASRec-CE) training of the backbone and the K intents."""
     p = ml_collections.ConfigDict()
-    p.loss = "iclrec"  # "iclrec" (BCE + instance + intent contrast) | "ce" (full-softmax CE).
+    p.loss = "iclrec"  # "iclrec" (BCE + instance + intent contrast) | "ce" (full-softmax CE)
+    # | "bce" (ICLRec's next-item BCE alone, no contrastive terms).
     p.batch_size = 256  # Training sequences per step (one per user).
     p.eval_batch_size = 256  # Users per full-ranking eval batch.
     p.lr = 1e-3  # Adam learning rate (betas 0.9/0.999, no weight decay).
@@ -110,9 +111,9 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.ce_chunk = 512  # Positions per chunk of the fused CE loss (never the [B, L, N] logits).
     p.eval_splits = ("valid",)  # Evaluated every epoch; ("valid", "test") also logs test curves.
     p.microbatch = 16  # Sequences per scan step of a train step (cache-sized); 0 = the batch.
-    p.length_buckets = 0  # CE only: batch similar lengths, trim pad columns (N widths); 0 = off.
+    p.length_buckets = 0  # Not iclrec: batch similar lengths, trim pad columns (N widths); 0 = off.
     p.remat = False  # Recompute each block's activations in the backward pass (less memory).
-    p.query_blocks = 4  # CE only: block-causal attention, skips the masked upper triangle.
+    p.query_blocks = 4  # Not iclrec: block-causal attention, skips the masked upper triangle.
     p.faithful_centroid_timing = False  # True: intents from the start of the best epoch
     # (authors, method.md 7.14); False: K-means refit on the best weights.
     p.seed = 1  # Seed of init, data order, negatives, augmentations and K-means (ICLRec: 1).

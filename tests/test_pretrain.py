@@ -183,6 +183,40 @@ def test_iclrec_microbatches_give_the_whole_batch_step():
         chex.assert_trees_all_close(params, results[0][1], rtol=1e-5, atol=1e-7)
 
 
+def test_bce_loss_is_the_iclrec_step_without_its_contrastive_terms():
+    # Same dropout draws for the sequence, so the update must equal ICLRec's with both
+    # contrastive weights at 0; with them on, the step differs.
+    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    mesh = sharding.make_mesh()
+    results = {}
+    for name, kw in {
+        "bce": dict(loss="bce"),
+        "zero": dict(cf_weight=0.0, intent_cf_weight=0.0),
+        "iclrec": {},
+    }.items():
+        task = pretrain.PretrainTask(data, MODEL, _cfg(microbatch=4, **kw), mesh)
+        state = task.on_epoch_start(task.create_state(jax.random.PRNGKey(0)), 0)
+        batch = next(task.train_batches(0))
+        assert batch["negative"].shape == batch["target"].shape
+        assert ("full" in batch) == (name != "bce")  # the views' source, ICLRec only
+        new_state, metrics = jax.jit(task.train_step)(state, batch)
+        results[name] = (float(metrics["rec_loss"]), new_state.params)
+    np.testing.assert_allclose(results["bce"][0], results["zero"][0], rtol=1e-6)
+    chex.assert_trees_all_close(results["bce"][1], results["zero"][1], rtol=1e-5, atol=1e-7)
+    assert results["bce"][0] == pytest.approx(results["iclrec"][0], rel=1e-6)  # same forward
+    w_bce = results["bce"][1]["params"]["item_embed"]["embedding"]
+    w_icl = results["iclrec"][1]["params"]["item_embed"]["embedding"]
+    assert not np.allclose(w_bce, w_icl, atol=1e-7)
+    # Like CE, the BCE loss reads real positions only, so length buckets may trim padding.
+    data = pretrain.build_sequence_data(_sequences(num_users=40), N_ITEMS, MODEL.max_len)
+    task = pretrain.PretrainTask(data, MODEL, _cfg(loss="bce", length_buckets=2), mesh)
+    batch = min(task.train_batches(0), key=lambda b: b["input"].shape[1])
+    assert batch["input"].shape[1] < MODEL.max_len
+    assert batch["negative"].shape == batch["target"].shape
+    _, metrics = jax.jit(task.train_step)(task.create_state(jax.random.PRNGKey(0)), batch)
+    assert np.isfinite(float(metrics["loss"]))
+
+
 def test_length_bucketed_evaluation_gives_the_same_metrics():
     from latentcrs_jax.evaluation import ranking
 
@@ -217,8 +251,10 @@ def test_step_decay_of_the_learning_rate():
 
 
 def test_bad_config_errors():
-    with pytest.raises(ValueError, match="'iclrec' or 'ce'"):
-        pretrain.PretrainConfig(loss="bce")
+    with pytest.raises(ValueError, match="must be one of"):
+        pretrain.PretrainConfig(loss="bpr")
+    with pytest.raises(ValueError, match="length_buckets does not apply"):
+        _cfg(length_buckets=4)
     data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
     with pytest.raises(ValueError, match="lower pretrain.num_intents"):
         pretrain.PretrainTask(data, MODEL, _cfg(num_intents=50), sharding.make_mesh())

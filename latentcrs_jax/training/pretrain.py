@@ -50,6 +50,10 @@ from latentcrs_jax.models import sasrec
 from latentcrs_jax.training import kmeans, loop, sharding
 
 STAGE_DIR = "pretrain"
+# "iclrec": next-item BCE + instance and intent contrast (the authors'); "ce": full-softmax
+# cross-entropy (SASRec-CE); "bce": ICLRec's next-item BCE alone (SASRec as ICLRec trains it,
+# without the contrastive terms: the ablation that shows what they add).
+LOSSES = ("iclrec", "ce", "bce")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +95,13 @@ class PretrainConfig:
         return self.microbatch if 0 < self.microbatch < self.batch_size else self.batch_size
 
     def __post_init__(self):
-        if self.length_buckets and self.loss != "ce":
+        if self.loss not in LOSSES:
+            raise ValueError(f"pretrain.loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.length_buckets and self.loss == "iclrec":
             raise ValueError(
-                "length_buckets needs loss='ce' (ICLRec's in-batch contrast wants random batches)"
+                "length_buckets does not apply to loss='iclrec' (its in-batch contrast wants "
+                "random batches, and its losses read every padding position)"
             )
-        if self.loss not in ("iclrec", "ce"):
-            raise ValueError(f"pretrain.loss must be 'iclrec' or 'ce', got {self.loss!r}")
         if not set(self.eval_splits) <= {"valid", "test"} or "valid" not in self.eval_splits:
             raise ValueError(
                 f"eval_splits must be 'valid' plus optionally 'test', got {self.eval_splits}"
@@ -277,8 +282,9 @@ class PretrainTask:
                 "sequences; lower pretrain.num_intents"
             )
         self.data, self.model_cfg, self.cfg, self.mesh = data, model_cfg, cfg, mesh
-        # Block-causal attention is exact at real positions only: CE only (ICLRec pools over all).
-        blocks = cfg.query_blocks if cfg.loss == "ce" else 1
+        # Block-causal attention is exact at real positions only: not for ICLRec, whose
+        # contrastive losses pool over every position.
+        blocks = 1 if cfg.loss == "iclrec" else cfg.query_blocks
         self.model = sasrec.SASRec(
             dataclasses.replace(model_cfg, remat=cfg.remat, query_blocks=blocks)
         )
@@ -342,7 +348,7 @@ class PretrainTask:
                     cfg.batch_size,
                 )
             )
-            if cfg.loss == "iclrec":
+            if cfg.loss != "ce":  # one sampled negative per target (BCE)
                 users = np.zeros(cfg.batch_size, np.int64)
                 users[: len(rows)] = d.train_users[rows]
                 negs = sample_negatives(
@@ -403,6 +409,16 @@ class PretrainTask:
         k_rec, k_views, k_aug = jax.random.split(rng, 3)
         if cfg.loss == "ce":
             loss, grads = self._ce_value_and_grad(state.params, batch, k_rec)
+            metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "rec_loss": loss}
+            return state.apply_gradients(grads), metrics
+        if cfg.loss == "bce":
+
+            def bce_loss(params):  # the iclrec loss's first term, on the same dropout draws
+                out = self._encode(params, batch["input"][None], k_rec[None])[0]
+                table = params["params"]["item_embed"]["embedding"]
+                return sequential.next_item_bce(out, table, batch["target"], batch["negative"])
+
+            loss, grads = jax.value_and_grad(bce_loss)(state.params)
             metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "rec_loss": loss}
             return state.apply_gradients(grads), metrics
 
