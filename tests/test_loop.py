@@ -116,7 +116,12 @@ def test_kill_and_resume_gives_identical_metrics(tmp_path):
     # Running again after completion changes nothing.
     again = loop.Trainer(_cfg(), tmp_path / "b").fit(FakeTask())
     assert again.final_metrics == straight.final_metrics and again.epochs_run == 4
-    # The wall time adds up the epochs of both processes, not only the resumed one's.
+    # One process: its epochs add up to its clock. Two: to both processes' time.
+    first = metrics_io.MetricsWriter(tmp_path / "a" / "metrics.jsonl").read()
+    timed = [r for r in first if "time/epoch_seconds" in r]
+    clock = sum(r["time/epoch_seconds"] for r in timed)
+    assert clock == pytest.approx(timed[-1]["time/fit_seconds"], rel=1e-9)
+    assert straight.total_seconds == pytest.approx(clock, rel=1e-9)
     records = metrics_io.MetricsWriter(tmp_path / "b" / "metrics.jsonl").read()
     epoch_seconds = [r["time/epoch_seconds"] for r in records if "time/epoch_seconds" in r]
     assert len(epoch_seconds) == 4

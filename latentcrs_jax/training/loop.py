@@ -258,12 +258,11 @@ class Trainer:
     def _fit(self, task, state, start_epoch, abstract, ckpt, stopper, writer, steps):
         cfg = self.cfg
         train_steps, eval_step = steps
-        t0 = time.perf_counter()
+        t0 = t_last = time.perf_counter()
         epochs_run = start_epoch
         for epoch in range(start_epoch, cfg.max_epochs):
             if stopper.should_stop:
                 break
-            t_epoch = time.perf_counter()
             state = task.on_epoch_start(state, epoch)
             first_step = int(state.step)
             progress = metrics_io.ProgressLogger(
@@ -295,8 +294,11 @@ class Trainer:
             for split in cfg.eval_splits:
                 record.update(self.evaluate(task, eval_step, state, split))
             record["eval/seconds"] = time.perf_counter() - t_eval
-            record["time/fit_seconds"] = time.perf_counter() - t0  # this process, with eval
-            record["time/epoch_seconds"] = time.perf_counter() - t_epoch
+            now = time.perf_counter()
+            record["time/fit_seconds"] = now - t0  # this process, with eval
+            # Since the previous record (its checkpoint save included): they add up to the
+            # process's time/fit_seconds, and over processes to the run's wall time.
+            record["time/epoch_seconds"], t_last = now - t_last, now
             improved = stopper.update(record, epoch)
             meta = {
                 "epoch": epoch,

@@ -63,7 +63,8 @@ def cumulative_seconds(records: list[dict]) -> dict[int, float]:
     """Wall time from the start of training to the end of each epoch, over every process that
     worked on the run (a resumed run restarts its per-process clock `time/fit_seconds`).
 
-    Each epoch counts its `time/epoch_seconds` (K-means, training and evaluation). Records
+    Each epoch counts its `time/epoch_seconds` (since the previous record: the previous
+    checkpoint save, K-means, training and evaluation). Records
     written before that key existed count their `time/fit_seconds` increment, or the value
     itself where it fell (a new process started there); a new process whose first epoch took
     longer than the old process had run is not detected, so such old runs can be undercounted.
