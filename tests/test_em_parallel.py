@@ -1,4 +1,5 @@
-"""EM on 1 device vs 4 forced CPU devices vs 2 processes through jax.distributed: same numbers."""
+"""EM on 1 device vs 4 forced CPU devices vs 2 processes through jax.distributed: same numbers
+(the 2 processes also restart a stale stage of another config first)."""
 
 import json
 import os
@@ -53,6 +54,12 @@ def test_four_devices_match_one(single, tmp_path):
 
 
 def test_two_processes_match_one(single, tmp_path):
+    # A stale unfinished stage of another config: process 0 alone must clear it while the
+    # other process waits (both deleting it, or one reading it mid-delete, used to crash).
+    stale = tmp_path / "em" / "checkpoints"
+    stale.mkdir(parents=True)
+    (stale / "leftover").write_text("from another config")
+    (tmp_path / "em" / "started.json").write_text('"another fingerprint"\n')
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -40,3 +40,10 @@ def maybe_initialize() -> bool:
         jax.device_count(),
     )
     return True
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches the barrier `name` (a no-op with one process): after
+    process 0 alone changes shared files, the others must not read them before it is done."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"latentcrs_jax: {name}")

@@ -23,7 +23,7 @@ from latentcrs_jax import fileio, stage_manifest
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
 from latentcrs_jax.text import stage as encode_stage
-from latentcrs_jax.training import em, em_data, loop, pretrain, sharding
+from latentcrs_jax.training import distributed, em, em_data, loop, pretrain, sharding
 
 
 def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
@@ -124,12 +124,15 @@ def run_stage(
     if stage_manifest.is_complete(out, fp):
         logging.info("EM stage %s is complete; skipping", out)
         return json.loads((out / "final_metrics.json").read_text())
-    if out.exists() and stage_manifest.read_started(out) != fp:
-        # Checkpoints of another config must not be resumed: this stage starts over.
-        logging.warning("EM stage %s was made with another config; starting it over", out)
-        shutil.rmtree(out)
     if jax.process_index() == 0 and stage_manifest.read_started(out) != fp:
+        if out.exists():
+            # Checkpoints of another config must not be resumed: this stage starts over.
+            logging.warning("EM stage %s was made with another config; starting it over", out)
+            shutil.rmtree(out)
         stage_manifest.mark_started(out, fp)
+    # Only process 0 touches the directory; the others wait for it (before, a second process
+    # could see the directory before its started.json and delete it under process 0).
+    distributed.barrier(f"claimed {out}")
     inputs = inputs.get()
     task = em.EMTask(
         cfg,
