@@ -64,11 +64,11 @@ def cumulative_seconds(records: list[dict]) -> dict[int, float]:
     worked on the run (a resumed run restarts its per-process clock `time/fit_seconds`).
 
     Each epoch counts its `time/epoch_seconds` (since the previous record: the previous
-    checkpoint save, K-means, training and evaluation). Records
-    written before that key existed count their `time/fit_seconds` increment, or the value
-    itself where it fell (a new process started there); a new process whose first epoch took
-    longer than the old process had run is not detected, so such old runs can be undercounted.
-    The partial epoch a killed process lost is not counted.
+    checkpoint save, K-means, training and evaluation). Records written before that key
+    existed count their `time/fit_seconds` increment, or the value itself where it fell (a new
+    process started there); a new process whose first epoch took longer than the old process
+    had run is not detected, so such old runs can be undercounted. The partial epoch a killed
+    process lost is not counted.
 
     Args:
       records: `MetricsWriter.read()` output; records without a time key are skipped.

@@ -407,18 +407,11 @@ class PretrainTask:
         cfg = self.cfg
         rng = jax.random.fold_in(state.rng, state.step)
         k_rec, k_views, k_aug = jax.random.split(rng, 3)
-        if cfg.loss == "ce":
-            loss, grads = self._ce_value_and_grad(state.params, batch, k_rec)
-            metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "rec_loss": loss}
-            return state.apply_gradients(grads), metrics
-        if cfg.loss == "bce":
-
-            def bce_loss(params):  # the iclrec loss's first term, on the same dropout draws
-                out = self._encode(params, batch["input"][None], k_rec[None])[0]
-                table = params["params"]["item_embed"]["embedding"]
-                return sequential.next_item_bce(out, table, batch["target"], batch["negative"])
-
-            loss, grads = jax.value_and_grad(bce_loss)(state.params)
+        if cfg.loss in ("ce", "bce"):
+            if cfg.loss == "ce":
+                loss, grads = self._ce_value_and_grad(state.params, batch, k_rec)
+            else:
+                loss, grads = jax.value_and_grad(self._bce_loss)(state.params, batch, k_rec)
             metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "rec_loss": loss}
             return state.apply_gradients(grads), metrics
 
@@ -456,6 +449,12 @@ class PretrainTask:
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return state.apply_gradients(grads), metrics
+
+    def _bce_loss(self, params, batch: dict, rng: jax.Array) -> jax.Array:
+        """The iclrec loss's first term alone, on the same dropout draws (`rng` = its k_rec)."""
+        out = self._encode(params, batch["input"][None], rng[None])[0]
+        table = params["params"]["item_embed"]["embedding"]
+        return sequential.next_item_bce(out, table, batch["target"], batch["negative"])
 
     def _micro_split(self, x: jax.Array) -> jax.Array:
         """[B, ...] -> [B / m, m, ...] for `microbatch` m: microbatch j holds rows j, j + B/m,
