@@ -150,7 +150,8 @@ class FitResult:
       epochs_run: epochs finished in total (including ones before a resume).
       train_seconds: wall time of the training epochs run by this process.
       total_seconds: wall time of all epochs, over every process that worked on the run
-        (`metrics_io.cumulative_seconds`); nan on processes other than 0.
+        (`metrics_io.cumulative_seconds` over metrics.jsonl, which process 0 writes; nan
+        where this process cannot see that file).
       seconds_to_best: the same up to the end of the best epoch.
     """
 
