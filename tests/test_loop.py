@@ -169,3 +169,51 @@ def test_early_stopping_stops_and_resumes_state():
         fresh.update({"other": 1.0}, 2)
     with pytest.raises(ValueError, match="mode"):
         early_stopping.EarlyStopping("m", patience=1, mode="up")
+
+
+def test_epochs_until_stop_counts_down_and_resets():
+    es = early_stopping.EarlyStopping("m", patience=3)
+    assert es.epochs_until_stop == 3
+    es.update({"m": 0.2}, 0)
+    es.update({"m": 0.1}, 1)
+    assert es.epochs_until_stop == 2
+    es.update({"m": 0.3}, 2)  # improves: the countdown starts again
+    assert es.epochs_until_stop == 3
+    for epoch in (3, 4, 5):
+        es.update({"m": 0.0}, epoch)
+    assert es.should_stop and es.epochs_until_stop == 0
+
+
+def test_format_seconds():
+    assert [metrics_io.format_seconds(s) for s in (0, 44.6, 60, 725, 3599.4, 3600, 34020)] == [
+        "0s",
+        "45s",
+        "1m00s",
+        "12m05s",
+        "59m59s",
+        "1h00m",
+        "9h27m",
+    ]
+
+
+def test_run_outlook_names_the_early_stop_and_the_cap():
+    # After epoch 81 of 300 with 39 epochs of patience left, 156 s an epoch.
+    assert metrics_io.run_outlook(81, 300, 39, 156.0) == (
+        "82/300 epochs done, ~2m36s each; stops after epoch 120 (~1h41m) unless it improves, "
+        "after epoch 299 (~9h27m) at the latest"
+    )
+    # Patience reaches past the cap: only the cap is named.
+    assert metrics_io.run_outlook(5, 10, 8, 10.0) == (
+        "6/10 epochs done, ~10s each; stops after epoch 9 (~40s)"
+    )
+    assert metrics_io.run_outlook(9, 10, 5, 10.0) == ""  # the last epoch
+    assert metrics_io.run_outlook(3, 10, 0, 10.0) == ""  # stopping now
+
+
+def test_fit_logs_the_run_outlook(tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        loop.Trainer(_cfg(max_epochs=3, patience=2), tmp_path).fit(FakeTask())
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert any("1/3 epochs done" in m and "after epoch 2 (~" in m for m in epoch_lines)
+    last = [m for m in epoch_lines if m.startswith("epoch 2:")]
+    assert last and "epochs done" not in last[0]  # nothing is left after the last epoch

@@ -58,6 +58,11 @@ class EarlyStopping:
         """True once `patience` epochs in a row did not improve."""
         return self.bad_epochs >= self.patience
 
+    @property
+    def epochs_until_stop(self) -> int:
+        """How many more epochs without improvement end the run (0 once it should stop)."""
+        return max(self.patience - self.bad_epochs, 0)
+
     def state_dict(self) -> dict:
         """JSON-friendly state."""
         best = self.best if math.isfinite(self.best) else None

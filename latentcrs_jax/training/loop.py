@@ -311,6 +311,13 @@ class Trainer:
             ckpt.save(epoch + 1, state, meta, best=improved)
             writer.write(epoch, int(state.step), record)
             epochs_run = epoch + 1
+            per_epoch = (now - t0) / (epochs_run - start_epoch)
+            outlook = metrics_io.run_outlook(
+                epoch, cfg.max_epochs, stopper.epochs_until_stop, per_epoch
+            )
+            suffix = (
+                ", stopping early" if stopper.should_stop else f"; {outlook}" if outlook else ""
+            )
             logging.info(
                 "epoch %d: loss %.4f, %s %.4f (best %.4f @ %d)%s",
                 epoch,
@@ -319,7 +326,7 @@ class Trainer:
                 record[cfg.early_stop_metric],
                 stopper.best,
                 stopper.best_epoch,
-                ", stopping early" if stopper.should_stop else "",
+                suffix,
             )
             if stopper.should_stop:
                 break

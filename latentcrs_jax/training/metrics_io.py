@@ -91,6 +91,44 @@ def cumulative_seconds(records: list[dict]) -> dict[int, float]:
     return out
 
 
+def format_seconds(seconds: float) -> str:
+    """A duration for a progress line: "45s", "12m05s", "9h27m"."""
+    s = max(int(round(seconds)), 0)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    minutes = round(s / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def run_outlook(
+    epoch: int, max_epochs: int, epochs_until_stop: int, seconds_per_epoch: float
+) -> str:
+    """Where a run stands after `epoch` (0-based) and how long it can still take.
+
+    Args:
+      epoch: the epoch just finished.
+      max_epochs: the run's cap.
+      epochs_until_stop: further epochs without improvement that stop it early.
+      seconds_per_epoch: the mean wall time of an epoch so far.
+
+    Returns:
+      E.g. "82/300 epochs done, ~2m36s each; stops after epoch 121 (~1h41m) unless it
+      improves, after epoch 299 (~9h27m) at the latest"; "" when no epoch is left.
+    """
+    left = max_epochs - epoch - 1
+    if left <= 0 or epochs_until_stop <= 0:
+        return ""
+    head = f"{epoch + 1}/{max_epochs} epochs done, ~{format_seconds(seconds_per_epoch)} each; "
+    last = f"after epoch {max_epochs - 1} (~{format_seconds(left * seconds_per_epoch)})"
+    if epochs_until_stop >= left:
+        return head + f"stops {last}"
+    early = epochs_until_stop * seconds_per_epoch
+    stop = f"after epoch {epoch + epochs_until_stop} (~{format_seconds(early)})"
+    return head + f"stops {stop} unless it improves, {last} at the latest"
+
+
 class ProgressLogger:
     """Logs `samples/s` and the ETA of the current epoch every `every_s` seconds."""
 
