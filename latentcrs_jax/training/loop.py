@@ -315,9 +315,9 @@ class Trainer:
             outlook = metrics_io.run_outlook(
                 epoch, cfg.max_epochs, stopper.epochs_until_stop, per_epoch
             )
-            suffix = (
-                ", stopping early" if stopper.should_stop else f"; {outlook}" if outlook else ""
-            )
+            suffix = f"; {outlook}" if outlook else ""
+            if stopper.should_stop:
+                suffix = ", stopping early"
             logging.info(
                 "epoch %d: loss %.4f, %s %.4f (best %.4f @ %d)%s",
                 epoch,

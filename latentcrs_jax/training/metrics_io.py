@@ -114,7 +114,7 @@ def run_outlook(
       seconds_per_epoch: the mean wall time of an epoch so far.
 
     Returns:
-      E.g. "82/300 epochs done, ~2m36s each; stops after epoch 121 (~1h41m) unless it
+      E.g. "82/300 epochs done, ~2m36s each; stops after epoch 120 (~1h41m) unless it
       improves, after epoch 299 (~9h27m) at the latest"; "" when no epoch is left.
     """
     left = max_epochs - epoch - 1
