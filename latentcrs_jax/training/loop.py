@@ -311,13 +311,14 @@ class Trainer:
             ckpt.save(epoch + 1, state, meta, best=improved)
             writer.write(epoch, int(state.step), record)
             epochs_run = epoch + 1
-            per_epoch = (now - t0) / (epochs_run - start_epoch)
-            outlook = metrics_io.run_outlook(
-                epoch, cfg.max_epochs, stopper.epochs_until_stop, per_epoch
-            )
-            suffix = f"; {outlook}" if outlook else ""
             if stopper.should_stop:
                 suffix = ", stopping early"
+            else:  # How long the run can still take (nothing to say once it stops).
+                per_epoch = (now - t0) / (epochs_run - start_epoch)
+                outlook = metrics_io.run_outlook(
+                    epoch, cfg.max_epochs, stopper.epochs_until_stop, per_epoch
+                )
+                suffix = f"; {outlook}" if outlook else ""
             logging.info(
                 "epoch %d: loss %.4f, %s %.4f (best %.4f @ %d)%s",
                 epoch,
