@@ -53,6 +53,8 @@ def get_simulator_config() -> ml_collections.ConfigDict:
     s.llm_max_retries = 5  # Retries (exponential backoff) on connection errors, 429, 5xx.
     s.llm_leak_retries = 2  # Re-asks when a reply names the target; then it is flagged.
     s.llm_temperature = 0.7  # Sampling temperature of the simulator model.
+    s.llm_tokenizer = ""  # Local tokenizer dir to count tokens of replies without `usage`
+    # ("": the model name when it is a local dir, else an estimate marked as such).
     return s
 
 
@@ -179,6 +181,7 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
     m.tracker_max_concurrency = 4  # At most this many tracker requests in flight.
     m.tracker_max_prompt_features = 200  # Candidate features (genres, categories, decades) listed.
     m.tracker_excluded_features = True  # Also ask for "excluded features"; False: paper's 2 keys.
+    m.tracker_tokenizer = ""  # Local tokenizer dir for token counts without `usage` (see simulator).
     return m
 
 

@@ -98,6 +98,7 @@ class MultiTurnSettings:
     tracker_max_concurrency: int = 4
     tracker_max_prompt_features: int = 200
     tracker_excluded_features: bool = True
+    tracker_tokenizer: str = ""
     mask_history: bool = True
 
     def __post_init__(self):

@@ -38,6 +38,7 @@ class SimulatorConfig:
     llm_max_retries: int = 5
     llm_leak_retries: int = 2
     llm_temperature: float = 0.7
+    llm_tokenizer: str = ""
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | Any | None) -> SimulatorConfig:
@@ -67,6 +68,7 @@ class SimulatorConfig:
             max_retries=self.llm_max_retries,
             max_concurrency=self.llm_max_concurrency,
             seed=self.seed,
+            tokenizer=self.llm_tokenizer,
         )
 
 

@@ -6,6 +6,9 @@ per-request timeout, retries connection errors, timeouts, HTTP 429 and 5xx (and 
 replies) with exponential backoff plus jitter from a seeded RNG (honouring Retry-After), and
 keeps an append-only JSONL cache keyed by a hash of (model, messages) so an interrupted run
 resumes without repeating calls; a truncated last line left by a crash is skipped on load.
+Each call's token counts (`tokens.TokenUsage`: the reply's `usage` field, else a local
+tokenizer's count, else an estimate marked as such) are kept with its cache line, so a re-run
+from the cache reports the same tokens; `usage_for(messages)` returns them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from absl import logging
+
+from latentcrs_jax.simulator import tokens
 
 Message = Mapping[str, str]
 T = TypeVar("T")
@@ -58,6 +63,7 @@ class ChatConfig:
     backoff_base_s: float = 1.0  # First backoff delay; doubles every retry.
     backoff_max_s: float = 30.0  # Cap of one backoff delay.
     seed: int = 0  # Seed of the jitter RNG.
+    tokenizer: str = ""  # Local tokenizer dir for token counts without `usage`; "" = estimate.
 
 
 def cache_key(model: str, messages: Sequence[Message]) -> str:
@@ -72,7 +78,7 @@ def cache_key(model: str, messages: Sequence[Message]) -> str:
 
 
 class ResponseCache:
-    """Append-only JSONL cache: one {"key", "model", "response"} object per line.
+    """Append-only JSONL cache: one {"key", "model", "response", "usage"} object per line.
 
     Lines that do not parse (a truncated last line after a crash) are skipped with a warning;
     the next append starts on a fresh line. Later lines win for a repeated key.
@@ -82,6 +88,7 @@ class ResponseCache:
         self.path = pathlib.Path(path)
         self._lock = threading.Lock()
         self._data: dict[str, str] = {}
+        self._usage: dict[str, tokens.TokenUsage] = {}
         self._needs_newline = False
         if self.path.exists():
             raw = self.path.read_bytes()
@@ -93,6 +100,8 @@ class ResponseCache:
                 try:
                     rec = json.loads(line)
                     self._data[str(rec["key"])] = str(rec["response"])
+                    if isinstance(rec.get("usage"), dict):
+                        self._usage[str(rec["key"])] = tokens.TokenUsage.from_dict(rec["usage"])
                 except (json.JSONDecodeError, KeyError, TypeError):
                     bad += 1
             if bad:
@@ -108,11 +117,23 @@ class ResponseCache:
         with self._lock:
             return self._data.get(key)
 
-    def put(self, key: str, model: str, response: str) -> None:
-        """Records a response (memory and one appended, flushed line)."""
-        line = json.dumps({"key": key, "model": model, "response": response}, ensure_ascii=False)
+    def usage(self, key: str) -> tokens.TokenUsage | None:
+        """The token counts stored with `key`'s response (None in older cache lines)."""
+        with self._lock:
+            return self._usage.get(key)
+
+    def put(
+        self, key: str, model: str, response: str, usage: tokens.TokenUsage | None = None
+    ) -> None:
+        """Records a response and its token counts (memory and one appended, flushed line)."""
+        rec = {"key": key, "model": model, "response": response}
+        if usage is not None:
+            rec["usage"] = usage.to_dict()
+        line = json.dumps(rec, ensure_ascii=False)
         with self._lock:
             self._data[key] = response
+            if usage is not None:
+                self._usage[key] = usage
             with self.path.open("a", encoding="utf-8") as f:
                 if self._needs_newline:
                     f.write("\n")
@@ -167,6 +188,9 @@ class ChatClient:
         self._rng = random.Random(config.seed)
         self.requests_made = 0  # HTTP requests sent (retries included).
         self.cache_hits = 0  # Calls answered from the cache.
+        self.counter = tokens.counter_for(config.tokenizer, config.model)
+        self._usage: dict[str, tokens.TokenUsage] = {}  # Cache key -> its call's tokens.
+        self.usage_total = tokens.TokenUsage()  # Every call (cache hits included).
 
     # ------------------------------------------------------------------------------ internals
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -199,7 +223,7 @@ class ChatClient:
             raise TypeError(f"message content is {type(content).__name__}, not str")
         return content
 
-    def _request(self, messages: Sequence[Message]) -> str:
+    def _request(self, messages: Sequence[Message]) -> tuple[str, tokens.TokenUsage | None]:
         cfg = self.config
         body = json.dumps(
             {
@@ -213,7 +237,8 @@ class ChatClient:
         for attempt in range(cfg.max_retries + 1):
             retry_after = None
             try:
-                return self._content(self._post(body))
+                data = self._post(body)
+                return self._content(data), tokens.from_reply(data.get("usage"))
             except urllib.error.HTTPError as e:
                 try:
                     detail = e.read()[:300].decode("utf-8", errors="replace")
@@ -263,13 +288,27 @@ class ChatClient:
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
+                usage = self.cache.usage(key) or self.counter.count(messages, hit)
                 with self._lock:
                     self.cache_hits += 1
+                self._record(key, usage)
                 return hit
-        text = self._request(messages)
+        text, usage = self._request(messages)
+        usage = usage or self.counter.count(messages, text)
         if self.cache is not None:
-            self.cache.put(key, self.config.model, text)
+            self.cache.put(key, self.config.model, text, usage)
+        self._record(key, usage)
         return text
+
+    def _record(self, key: str, usage: tokens.TokenUsage) -> None:
+        with self._lock:
+            self._usage[key] = usage
+            self.usage_total = self.usage_total + usage
+
+    def usage_for(self, messages: Sequence[Message]) -> tokens.TokenUsage:
+        """The tokens of the call that answered `messages` (zero if none was made)."""
+        with self._lock:
+            return self._usage.get(cache_key(self.config.model, messages), tokens.TokenUsage())
 
     def map(self, fn: Callable[[T], R], inputs: Iterable[T]) -> list[R]:
         """Applies `fn` to every input on `max_concurrency` threads; results in input order."""
