@@ -1,7 +1,7 @@
 """LatentCRS^V: a validator re-ranks the top N of LatentCRS^F's list; an LLM or a keyless stand-in.
 
 The paper's third variant has an LLM check ^F's candidates against the dialogue and re-rank
-them (the authors released none of it, method.md 5). Here, every round:
+them (the authors released none of it, docs/method.md 5). Here, every round:
 1. ^F's order (the hard filter over the top `candidates`, shown items pushed back) gives the
    top N (`validator_candidates`, default 20);
 2. the validator re-orders those N;
