@@ -302,3 +302,43 @@ def test_stage_with_every_role_on_the_endpoint_prints_the_full_cost_table(
     again = multi_turn.run(config, workdir)
     assert len(server.requests) == made
     assert again.split("\n", 1)[1] == md.split("\n", 1)[1]
+
+
+# ------------------------------------------------------------------------------------- chat
+def test_chat_offers_the_validated_and_llm_only_systems(serve):
+    from latentcrs_jax.conversation import chat
+
+    replies = ['{"titles": ["Film EE (1995)", "Film AA", "Casablanca"]}']
+    server = serve(lambda n, body: ("ok", replies[0]) if n == 0 else ("error", 500, None))
+    items = _items()
+    emb = np.zeros((NUM_ITEMS + 1, 2), np.float32)
+    emb[1:] = [1.0, 0.0]
+    emb[3] = [0.0, 1.0]  # Only item 3's text matches the dialogue.
+    embed = lambda texts: np.tile(np.array([[0.0, 1.0]], np.float32), (len(texts), 1))  # noqa: E731
+    session = chat.ChatSession(
+        {"latentcrs": Recommender("latentcrs", _rank)},
+        items,
+        "movies",
+        settings=chat.ChatSettings(top_k=2, validator_candidates=5),
+        validator=va.StandInValidator(embed, emb, weight=0.0),
+        llm_recommender=lr.LLMRecommender(
+            items, "movies", _client(server.url, max_retries=0), num_titles=3
+        ),
+    )
+    assert "latentcrs, latentcrs_v, llm_only" in session.handle("/help")
+    assert session.handle("/system latentcrs") == "Now recommending with latentcrs."
+    out = session.handle("a drama")
+    assert out.splitlines()[1].startswith("  1. Film AA") and "  2. Film BB" in out
+    assert "stand-in validator" in session.handle("/system latentcrs_v")
+    out = session.handle("another drama")  # ^F: 3, 4, 5, 6, 7 (1, 2 shown); item 3 first.
+    assert [line.split(" |")[0] for line in out.splitlines()[1:3]] == [
+        "  1. Film CC (1993)",
+        "  2. Film DD (1994)",
+    ]
+    session.handle("/system llm_only")
+    out = session.handle("something else")
+    assert "not in the catalogue: Casablanca" in out
+    assert "1. Film EE (1995)" in out and "2. Film AA (1991)" in out
+    out = session.handle("more")  # The endpoint fails: a note, no crash.
+    assert out.startswith("(The language model is unreachable")
+    assert "/system" in chat.HELP and session.handle("/system gpt").startswith("Unknown system")
