@@ -260,3 +260,46 @@ def test_llm_only_resolves_titles_and_counts_misses(serve):
 def test_choose_shown_masks_history_and_pushes_back_shown():
     assert lr.choose_shown([4, 3, 2, 1, 3], 3, shown=[4], history=[2]) == [3, 1, 4]
     assert lr.choose_shown([], 3, shown=[]) == []
+
+
+# ------------------------------------------------------------------------- one-turn ^V rows
+def test_one_turn_rerank_keeps_the_metrics_at_weight_one_and_follows_the_text_at_zero():
+    import jax.numpy as jnp
+
+    from latentcrs_jax.evaluation import one_turn_validated as otv
+    from latentcrs_jax.evaluation import ranking
+
+    rng = np.random.default_rng(0)
+    b, n_items, d = 64, 40, 3
+    scores = rng.normal(size=(b, n_items + 1)).astype(np.float32)
+    scores[:, 5] = scores[:, 6]  # A tie: the lower id first, as the metrics' rule.
+    history = rng.integers(0, n_items + 1, size=(b, 4)).astype(np.int32)
+    target = rng.integers(1, n_items + 1, size=b).astype(np.int32)
+    x = rng.normal(size=(b, d)).astype(np.float32)
+    items = rng.normal(size=(n_items + 1, d)).astype(np.float32)
+    ids, sc = otv.top_lists(scores, history, 20)
+    sums = ranking.full_ranking_metrics(
+        jnp.asarray(scores), jnp.asarray(target), jnp.asarray(history)
+    )
+    expected = {k: float(s) / float(c) for k, (s, c) in sums.items()}
+    for n in (5, 20):
+        same = va.StandInValidator(None, items, weight=1.0)
+
+        def by(weight_validator):
+            def order(r, cands):
+                s = weight_validator.scores(x[r], cands)
+                return [cands[p] for p in sorted(range(len(cands)), key=lambda p: (-s[p], p))]
+
+            return order
+
+        got = otv.metrics(*otv.rerank_top(ids, sc, n, by(same)), target)
+        assert got == pytest.approx(expected)
+        text_only = va.StandInValidator(None, items, weight=0.0)
+        new_ids, new_sc = otv.rerank_top(ids, sc, n, by(text_only))
+        for row in range(b):
+            top = list(ids[row, :n])
+            assert sorted(new_ids[row, :n]) == sorted(top)  # The same candidates,
+            sims = items[new_ids[row, :n]] @ x[row]
+            assert np.all(np.diff(sims) <= 1e-6)  # now by text similarity,
+            np.testing.assert_array_equal(new_ids[row, n:], ids[row, n:])  # the rest as ranked.
+            assert set(new_sc[row, :n]) == set(sc[row, :n])
