@@ -342,3 +342,24 @@ def test_chat_offers_the_validated_and_llm_only_systems(serve):
     out = session.handle("more")  # The endpoint fails: a note, no crash.
     assert out.startswith("(The language model is unreachable")
     assert "/system" in chat.HELP and session.handle("/system gpt").startswith("Unknown system")
+
+
+def test_stage_stops_at_start_without_the_validator_key(tiny_simulated_workdir, monkeypatch):
+    from configs import tiny
+    from latentcrs_jax import pipeline
+    from latentcrs_jax.evaluation import recommenders
+
+    def fail(*args, **kwargs):
+        raise AssertionError("load_systems called before the key check")
+
+    monkeypatch.setattr(recommenders, "load_systems", fail)
+    monkeypatch.delenv("VALIDATOR_TEST_KEY", raising=False)
+    config = tiny.get_config()
+    mt = config.multi_turn
+    mt.validator, mt.llm_base_url, mt.llm_model = "llm", "https://x.example/v1", "m"
+    mt.llm_api_key_env = "VALIDATOR_TEST_KEY"
+    with pytest.raises(multi_turn.MultiTurnConfigError, match="VALIDATOR_TEST_KEY"):
+        multi_turn.run(config, tiny_simulated_workdir)
+    with pytest.raises(multi_turn.MultiTurnConfigError, match="VALIDATOR_TEST_KEY"):
+        pipeline.run(config, tiny_simulated_workdir / "never")  # Before its first stage.
+    assert not (tiny_simulated_workdir / "never").exists()
