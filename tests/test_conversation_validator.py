@@ -303,3 +303,12 @@ def test_one_turn_rerank_keeps_the_metrics_at_weight_one_and_follows_the_text_at
             assert np.all(np.diff(sims) <= 1e-6)  # now by text similarity,
             np.testing.assert_array_equal(new_ids[row, n:], ids[row, n:])  # the rest as ranked.
             assert set(new_sc[row, :n]) == set(sc[row, :n])
+
+
+def test_fewer_than_two_candidates_make_no_call(serve):
+    server = serve(lambda n, body: ("ok", '{"ranking": [2, 1]}'))
+    v = va.LLMValidator(_items(), "movies", _client(server.url))
+    out = v.rerank_many([TURNS] * 3, [[], [4], [4, 6]])
+    assert [r.order for r in out] == [[], [4], [6, 4]]
+    assert [r.status for r in out] == ["skipped", "skipped", "parsed"]
+    assert len(server.requests) == 1 and out[0].usage == TokenUsage()

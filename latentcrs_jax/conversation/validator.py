@@ -233,7 +233,8 @@ class RerankResult:
 
     Attributes:
       order: the candidates' item ids, re-ranked.
-      status: "parsed" | "empty" | "unparsable" (an LLM reply) or "standin".
+      status: "parsed" | "empty" | "unparsable" (an LLM reply), "skipped" (fewer than two
+        candidates: no call) or "standin".
       unknown: names in the reply that are not among the candidates (dropped).
       duplicates: repeated names (dropped).
       usage: the tokens of the call (zero for the stand-in).
@@ -313,13 +314,13 @@ class LLMValidator:
           EndpointError: the endpoint failed after every retry.
         """
         del texts
-        batch = [self.messages(t, c) for t, c in zip(turns, candidates)]
+        out = [RerankResult([int(i) for i in c], "skipped") for c in candidates]
+        asked = [k for k, c in enumerate(candidates) if len(c) >= 2]  # Nothing to re-order else.
+        batch = [self.messages(turns[k], candidates[k]) for k in asked]
         replies = self.client.complete_many(batch)
-        out = []
-        for reply, cands, messages in zip(replies, candidates, batch):
-            result = self.interpret(reply, cands)
-            result.usage = self.client.usage_for(messages)
-            out.append(result)
+        for k, reply, messages in zip(asked, replies, batch):
+            out[k] = self.interpret(reply, candidates[k])
+            out[k].usage = self.client.usage_for(messages)
         return out
 
     def summary(self) -> dict[str, Any]:
