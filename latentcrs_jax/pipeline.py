@@ -12,8 +12,10 @@ import pathlib
 import time
 from collections.abc import Callable
 
+import jax
 from absl import logging
 
+from latentcrs_jax import preflight, workdir_config
 from latentcrs_jax import report as report_lib
 from latentcrs_jax.conversation import multi_turn
 from latentcrs_jax.data import prepare as prepare_stage
@@ -54,10 +56,13 @@ def run(
     if until is not None and until not in names:
         raise ValueError(f"unknown stage {until!r}; stages are {names}")
     stages = STAGES[: names.index(until) + 1] if until else STAGES
-    if "multi_turn" in (s.name for s in stages):
-        multi_turn.preflight(config)  # A bad tracker endpoint or key fails now, not after training.
+    # Bad fields, batch sizes the devices cannot share, unreachable endpoints: fail now, not
+    # after training.
+    preflight.check(config, [s.name for s in stages])
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        workdir_config.record(config, workdir)  # What chat, evaluate and report read by default.
     start = time.time()
     for k, stage in enumerate(stages, 1):
         emit(f"[{k}/{len(stages)}] {stage.name} (elapsed {time.time() - start:.0f}s)")
