@@ -12,11 +12,31 @@ from absl import logging
 
 from latentcrs_jax.errors import ConfigError, UserInputError
 
+# The pipeline's stages in order (`pipeline.STAGES` holds their functions).
+STAGES = (
+    "prepare",
+    "simulate",
+    "encode",
+    "pretrain",
+    "train",
+    "evaluate",
+    "multi_turn",
+    "report",
+)
 # The batch-size fields every device must get an equal share of, per stage that splits them.
 BATCH_FIELDS = {
     "pretrain": ("pretrain.batch_size", "pretrain.eval_batch_size", "pretrain.microbatch"),
     "train": ("em.batch_size", "em.eval_batch_size"),
 }
+
+
+def stage_names(until: str | None) -> list[str]:
+    """The stages a run up to and including `until` (all when None) covers."""
+    if until is None:
+        return list(STAGES)
+    if until not in STAGES:
+        raise ValueError(f"unknown stage {until!r}; stages are {list(STAGES)}")
+    return list(STAGES[: STAGES.index(until) + 1])
 
 
 def _section(name: str, build: Callable[[], Any]) -> Any:
@@ -81,7 +101,7 @@ def endpoint_clients(config, stages: Sequence[str]) -> list[tuple[str, Any]]:
     from latentcrs_jax.simulator.chat_client import ChatClient
 
     clients = []
-    sim = simulator_api.SimulatorConfig.from_config(config.simulator)
+    sim = _section("simulator", lambda: simulator_api.SimulatorConfig.from_config(config.simulator))
     if sim.kind == "llm" and {"simulate", "multi_turn"} & set(stages):
         clients.append(("the LLM simulator", ChatClient(sim.chat_config())))
     if "multi_turn" in stages:
@@ -91,7 +111,7 @@ def endpoint_clients(config, stages: Sequence[str]) -> list[tuple[str, Any]]:
     return clients
 
 
-def check_endpoints(config, stages: Sequence[str], timeout_s: float = 10.0) -> None:
+def check_endpoints(config, stages: Sequence[str], timeout_s: float = 5.0) -> None:
     """One test request to every LLM endpoint the stages will call (within `timeout_s` each)."""
     for what, client in endpoint_clients(config, stages):
         logging.info("preflight: testing %s at %s", what, client.url)
@@ -107,7 +127,7 @@ def check(config, stages: Sequence[str], endpoints: bool = True) -> None:
     Raises:
       UserInputError: a `ConfigError`, or an endpoint error, naming the field or the URL.
     """
-    check_sections(config)
-    check_batch_sizes(config, stages)
     if endpoints:
         check_endpoints(config, stages)
+    check_sections(config)
+    check_batch_sizes(config, stages)

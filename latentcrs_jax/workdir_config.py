@@ -43,9 +43,16 @@ def _decode(value: Any) -> Any:
 
 
 def record(config, workdir: str | pathlib.Path) -> pathlib.Path:
-    """Writes `config` to `<workdir>/config.json` (atomically); returns the path."""
+    """Writes `config` to `<workdir>/config.json` (atomically, and only when it changed, so
+    that a run that redoes nothing writes nothing); returns the path."""
     path = pathlib.Path(workdir) / CONFIG_FILE
-    fileio.write_json(path, _encode(config))
+    encoded = _encode(config)
+    try:
+        if json.loads(path.read_text(encoding="utf-8")) == encoded:
+            return path
+    except (OSError, ValueError):
+        pass
+    fileio.write_json(path, encoded)
     return path
 
 

@@ -143,16 +143,16 @@ def run(main, writes_workdir: bool = True, creates_workdir: bool = True) -> None
             distributed_run = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
             if writes_workdir and not distributed_run:
                 _lock_workdir(creates_workdir)
-            from latentcrs_jax.training import distributed
-
-            try:
-                distributed.maybe_initialize()
-            except ValueError as e:
-                raise UserInputError(f"environment: {e}") from e
-            if writes_workdir and distributed_run:
+            if distributed_run:
                 import jax
 
-                if jax.process_index() == 0:
+                from latentcrs_jax.training import distributed
+
+                try:
+                    distributed.maybe_initialize()
+                except ValueError as e:
+                    raise UserInputError(f"environment: {e}") from e
+                if writes_workdir and jax.process_index() == 0:
                     _lock_workdir(creates_workdir)
             return main(argv)
         except UserInputError as e:
@@ -212,8 +212,15 @@ def config_for_reading(config, workdir: str):
 
 
 def run_pipeline_until(config, workdir: str, until: str | None) -> None:
-    """Runs the pipeline's stages up to `until` (all when None), printing each summary."""
+    """Runs the pipeline's stages up to `until` (all when None), printing each summary.
+
+    The LLM endpoints are tested first, before JAX starts, so that an unreachable one is
+    reported within seconds.
+    """
+    from latentcrs_jax import preflight
+
+    preflight.check_endpoints(config, preflight.stage_names(until))
     from latentcrs_jax import pipeline
 
     log_devices()
-    pipeline.run(config, workdir, emit=print, until=until)
+    pipeline.run(config, workdir, emit=print, until=until, check_endpoints=False)

@@ -147,6 +147,15 @@ def test_preflight_names_batch_sizes_the_devices_cannot_share():
     preflight.check_batch_sizes(config, ["prepare", "simulate"], device_count=7)
 
 
+def test_preflight_knows_the_pipelines_stages():
+    from latentcrs_jax import pipeline
+
+    assert [s.name for s in pipeline.STAGES] == list(preflight.STAGES)
+    assert preflight.stage_names("encode") == ["prepare", "simulate", "encode"]
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        preflight.stage_names("nope")
+
+
 def test_preflight_names_bad_sections():
     config = tiny.get_config()
     config.em.unlock()

@@ -346,7 +346,7 @@ class ChatClient:
             self.cache.put(key, self.config.model, text)
         return text
 
-    def probe(self, timeout_s: float = 10.0) -> None:
+    def probe(self, timeout_s: float = 5.0) -> None:
         """Sends one cheap request (a one-token reply, no retries, not cached).
 
         Raises:
