@@ -100,6 +100,9 @@ def parse_flags(argv):
         text = str(e)
         if "Error whilst parsing config file" in text:
             fail(f"--config={_config_args(argv)[-1]}: {_config_file_error(text)}", argv)
+        if text.startswith("Unknown command line flag 'config.") and not _config_args(argv):
+            override = next(a for a in argv if a.lstrip("-").startswith("config."))
+            fail(f"{override}: an override needs --config=configs/<name>.py as well", argv)
         fail(_field_error(argv, e) or text.replace("flag --config=None: ", ""), argv)
     except Exception as e:  # noqa: BLE001 - an override of a field the config lacks.
         message = _field_error(argv, e)

@@ -46,6 +46,7 @@ def _one_line_error(proc) -> str:
         (["--config=configs/tiny.py:bogus"], r"tiny\.py:bogus: ValueError: unknown variant"),
         (["--config=configs/tiny.py", "--config.em.batch_size=abc"], r"batch_size=abc: invalid"),
         ([], r"^error: Flag --config must have a value"),
+        (["--config.em.batch_size=3"], r"batch_size=3: an override needs --config="),
     ],
 )
 def test_flag_and_config_errors(tmp_path, args, message):
