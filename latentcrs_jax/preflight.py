@@ -96,7 +96,7 @@ def check_batch_sizes(config, stages: Sequence[str], device_count: int | None = 
 
 def endpoint_clients(config, stages: Sequence[str]) -> list[tuple[str, Any]]:
     """(what, ChatClient) of every LLM endpoint the given stages will call; no request sent."""
-    from latentcrs_jax.conversation import llm_tracker, multi_turn
+    from latentcrs_jax.conversation import llm_endpoint, llm_tracker, multi_turn
     from latentcrs_jax.simulator import api as simulator_api
     from latentcrs_jax.simulator.chat_client import ChatClient
 
@@ -104,10 +104,15 @@ def endpoint_clients(config, stages: Sequence[str]) -> list[tuple[str, Any]]:
     sim = _section("simulator", lambda: simulator_api.SimulatorConfig.from_config(config.simulator))
     if sim.kind == "llm" and {"simulate", "multi_turn"} & set(stages):
         clients.append(("the LLM simulator", ChatClient(sim.chat_config())))
-    if "multi_turn" in stages:
-        tracker = llm_tracker.make_client(multi_turn.preflight(config).tracker())
-        if tracker is not None:
+    if {"evaluate", "multi_turn"} & set(stages):
+        settings = multi_turn.preflight(config)
+        tracker = llm_tracker.make_client(settings.tracker())
+        if tracker is not None and "multi_turn" in stages:
             clients.append(("the LLM state tracker", tracker))
+        used = settings.validator == "llm" or "llm_only" in settings.systems
+        endpoint = llm_endpoint.make_client(settings.endpoint())
+        if endpoint is not None and used:
+            clients.append(("the LLM validator / LLM-only baseline", endpoint))
     return clients
 
 

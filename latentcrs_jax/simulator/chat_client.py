@@ -6,6 +6,9 @@ per-request timeout, retries timeouts, dropped connections, HTTP 429 and 5xx (an
 replies) with exponential backoff plus jitter from a seeded RNG (honouring Retry-After), and
 keeps an append-only JSONL cache keyed by a hash of (model, messages) so an interrupted run
 resumes without repeating calls; a truncated last line left by a crash is skipped on load.
+Each call's token counts (`tokens.TokenUsage`: the reply's `usage` field, else a local
+tokenizer's count, else an estimate marked as such) are kept with its cache line, so a re-run
+from the cache reports the same tokens; `usage_for(messages)` returns them.
 
 It fails fast: a refused connection or an unknown host is final at once (no retries), and once
 one request of a batch (`map`, `complete_many`) has failed for good the batch's other requests
@@ -35,6 +38,7 @@ from typing import Any, TypeVar
 from absl import logging
 
 from latentcrs_jax.errors import UserInputError
+from latentcrs_jax.simulator import tokens
 
 Message = Mapping[str, str]
 T = TypeVar("T")
@@ -71,6 +75,7 @@ class ChatConfig:
     backoff_max_s: float = 30.0  # Cap of one backoff delay.
     seed: int = 0  # Seed of the jitter RNG.
     fields: str = "simulator.llm_"  # Where these settings live in the config (for messages).
+    tokenizer: str = ""  # Local tokenizer dir for token counts without `usage`; "" = estimate.
 
 
 def cache_key(model: str, messages: Sequence[Message]) -> str:
@@ -85,7 +90,7 @@ def cache_key(model: str, messages: Sequence[Message]) -> str:
 
 
 class ResponseCache:
-    """Append-only JSONL cache: one {"key", "model", "response"} object per line.
+    """Append-only JSONL cache: one {"key", "model", "response", "usage"} object per line.
 
     Lines that do not parse (a truncated last line after a crash) are skipped with a warning;
     the next append starts on a fresh line. Later lines win for a repeated key.
@@ -95,6 +100,7 @@ class ResponseCache:
         self.path = pathlib.Path(path)
         self._lock = threading.Lock()
         self._data: dict[str, str] = {}
+        self._usage: dict[str, tokens.TokenUsage] = {}
         self._needs_newline = False
         if self.path.exists():
             raw = self.path.read_bytes()
@@ -106,6 +112,8 @@ class ResponseCache:
                 try:
                     rec = json.loads(line)
                     self._data[str(rec["key"])] = str(rec["response"])
+                    if isinstance(rec.get("usage"), dict):
+                        self._usage[str(rec["key"])] = tokens.TokenUsage.from_dict(rec["usage"])
                 except (json.JSONDecodeError, KeyError, TypeError):
                     bad += 1
             if bad:
@@ -121,11 +129,23 @@ class ResponseCache:
         with self._lock:
             return self._data.get(key)
 
-    def put(self, key: str, model: str, response: str) -> None:
-        """Records a response (memory and one appended, flushed line)."""
-        line = json.dumps({"key": key, "model": model, "response": response}, ensure_ascii=False)
+    def usage(self, key: str) -> tokens.TokenUsage | None:
+        """The token counts stored with `key`'s response (None in older cache lines)."""
+        with self._lock:
+            return self._usage.get(key)
+
+    def put(
+        self, key: str, model: str, response: str, usage: tokens.TokenUsage | None = None
+    ) -> None:
+        """Records a response and its token counts (memory and one appended, flushed line)."""
+        rec = {"key": key, "model": model, "response": response}
+        if usage is not None:
+            rec["usage"] = usage.to_dict()
+        line = json.dumps(rec, ensure_ascii=False)
         with self._lock:
             self._data[key] = response
+            if usage is not None:
+                self._usage[key] = usage
             with self.path.open("a", encoding="utf-8") as f:
                 if self._needs_newline:
                     f.write("\n")
@@ -215,6 +235,9 @@ class ChatClient:
         # The error of a request that failed for good in the current batch: the batch's other
         # requests raise it instead of sending (reset when the next batch starts).
         self._failed: EndpointError | None = None
+        self.counter = tokens.counter_for(config.tokenizer, config.model)
+        self._usage: dict[str, tokens.TokenUsage] = {}  # Cache key -> its call's tokens.
+        self.usage_total = tokens.TokenUsage()  # Every call (cache hits included).
 
     # ------------------------------------------------------------------------------ internals
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -281,7 +304,7 @@ class ChatClient:
             detail = ""
         return f"HTTP {e.code} {' '.join(detail.split())}".strip()
 
-    def _request(self, messages: Sequence[Message]) -> str:
+    def _request(self, messages: Sequence[Message]) -> tuple[str, tokens.TokenUsage | None]:
         cfg = self.config
         body = self._body(messages, cfg.max_tokens)
         last = ""
@@ -289,7 +312,8 @@ class ChatClient:
             self._check_batch()
             retry_after = None
             try:
-                return self._content(self._post(body))
+                data = self._post(body)
+                return self._content(data), tokens.from_reply(data.get("usage"))
             except urllib.error.HTTPError as e:
                 last = self._http_error(e)
                 if e.code != 429 and e.code < 500:
@@ -338,12 +362,16 @@ class ChatClient:
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
+                usage = self.cache.usage(key) or self.counter.count(messages, hit)
                 with self._lock:
                     self.cache_hits += 1
+                self._record(key, usage)
                 return hit
-        text = self._request(messages)
+        text, usage = self._request(messages)
+        usage = usage or self.counter.count(messages, text)
         if self.cache is not None:
-            self.cache.put(key, self.config.model, text)
+            self.cache.put(key, self.config.model, text, usage)
+        self._record(key, usage)
         return text
 
     def probe(self, timeout_s: float = 5.0) -> None:
@@ -385,6 +413,16 @@ class ChatClient:
             raise EndpointError(
                 f"{where}: the reply is not an OpenAI chat completion ({type(e).__name__}: {e})"
             ) from e
+
+    def _record(self, key: str, usage: tokens.TokenUsage) -> None:
+        with self._lock:
+            self._usage[key] = usage
+            self.usage_total = self.usage_total + usage
+
+    def usage_for(self, messages: Sequence[Message]) -> tokens.TokenUsage:
+        """The tokens of the call that answered `messages` (zero if none was made)."""
+        with self._lock:
+            return self._usage.get(cache_key(self.config.model, messages), tokens.TokenUsage())
 
     def map(self, fn: Callable[[T], R], inputs: Iterable[T]) -> list[R]:
         """Applies `fn` to every input on `max_concurrency` threads; results in input order.
