@@ -31,6 +31,7 @@ genres/categories and decade, with two example titles.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import math
 import pathlib
@@ -75,7 +76,9 @@ _REFINE_RE = re.compile(  # "Show me other items" at the start of a message.
     r")[\s,.!;:-]*",
     re.IGNORECASE,
 )
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Control characters, replacement characters and lone surrogates (undecodable bytes from a
+# non-UTF-8 terminal or pipe): the tokenizer takes only valid Unicode text.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd\ud800-\udfff]")
 
 
 class ChatError(UserInputError, ValueError):
@@ -209,11 +212,18 @@ class ChatSession:
         )
 
     def handle(self, line: str) -> str:
-        """Answers one line of input (a command or a request); never raises."""
+        """Answers one line of input (a command or a request); never raises.
+
+        A line that fails leaves the session as it was before it (a bad turn must not poison
+        the dialogue that every later request is ranked on).
+        """
+        saved = (self.user, self.system, copy.deepcopy(self.state))
         try:
             return self._handle(line)
         except Exception as e:  # The chat must survive any input; the trace goes to the log.
-            logging.exception("chat: error handling %r", line[:200])
+            self.user, self.system, self.state = saved
+            logging.error("chat: %s handling %r: %s", type(e).__name__, str(line)[:80], e)
+            logging.debug("chat: traceback", exc_info=True)
             return f"Sorry, something went wrong ({type(e).__name__}); please try again."
 
     def _handle(self, line: str) -> str:

@@ -58,6 +58,7 @@ class EndpointSettings:
             max_retries=self.max_retries,
             max_concurrency=self.max_concurrency,
             tokenizer=self.tokenizer,
+            fields="multi_turn.llm_",
         )
 
 

@@ -53,6 +53,7 @@ from latentcrs_jax.simulator import phrases
 from latentcrs_jax.simulator.chat_client import (
     ChatClient,
     ChatConfig,
+    EndpointConfigError,
     EndpointError,
     MissingApiKeyError,
 )
@@ -143,6 +144,7 @@ class TrackerSettings:
             timeout_s=self.timeout_s,
             max_retries=self.max_retries,
             max_concurrency=self.max_concurrency,
+            fields="multi_turn.tracker_",
             tokenizer=self.tokenizer,
         )
 
@@ -419,6 +421,8 @@ def make_client(
             f"hold the API key for {settings.base_url} (multi_turn.tracker_api_key_env='' for "
             "servers without a key)"
         ) from e
+    except EndpointConfigError as e:
+        raise TrackerConfigError(f"state tracker: {e}") from e
 
 
 def make_tracker(
