@@ -92,3 +92,22 @@ def catalogue() -> list[dict]:
 def item_id(title: str) -> int:
     """Item id of a MovieLens title in MOVIES (the first one)."""
     return 1 + [t for _, t, _, _ in MOVIES].index(title)
+
+
+def write_repeated(path, copies: int) -> int:
+    """Writes the ReDial fixture `copies` times (ids suffixed "-<copy>", every message tagged
+    "(copy <copy>)" so that every context text is distinct); returns the conversations written."""
+    import json
+
+    lines = REDIAL.read_text(encoding="utf-8").splitlines()
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for copy in range(copies):
+            for line in lines:
+                record = json.loads(line)
+                record["conversationId"] = f"{record['conversationId']}-{copy}"
+                for msg in record["messages"]:
+                    msg["text"] = f"{msg['text']} (copy {copy})"
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                n += 1
+    return n

@@ -248,8 +248,8 @@ def read(
       stats: filled in as the file is read.
 
     Raises:
-      DialogueFormatError: "<file>:<line>: ..." for a malformed line (unless skipped), or a
-        missing file / unknown format.
+      DialogueFormatError: at once for a missing file, a bad movies CSV or an unknown format;
+        while streaming, "<file>:<line>: ..." for a malformed line (unless skipped).
     """
     if fmt not in FORMATS:
         raise DialogueFormatError(f"unknown dialogue format {fmt!r}; expected one of {FORMATS}")
@@ -258,6 +258,16 @@ def read(
         raise DialogueFormatError(f"{path}: no such dialogue file")
     titles = read_movies_csv(movies) if movies else None
     stats = stats if stats is not None else ReadStats()
+    return _stream(path, fmt, titles, skip_bad_lines, stats)
+
+
+def _stream(
+    path: pathlib.Path,
+    fmt: str,
+    titles: Mapping[str, str] | None,
+    skip_bad_lines: bool,
+    stats: ReadStats,
+) -> Iterator[Dialogue]:
     with path.open(encoding="utf-8", errors="strict") as f:
         line_no = 0
         while True:

@@ -74,8 +74,8 @@ def summary_lines(out: Mapping[str, Any]) -> list[str]:
     lines = [
         f"{p['dialogues']} dialogues ({out['read']['bad_lines']} bad lines skipped), "
         f"{p['messages']} messages; {p['contexts']} contexts with {p['targets']} targets "
-        f"({p['strict_targets']} suggested and liked by the seeker); "
-        f"{p['dialogues_without_context']} dialogues without a scored recommendation.",
+        f"({p['strict_targets']} suggested and liked by the seeker); dialogues without a "
+        f"scored recommendation: {p['dialogues_without_context']}.",
         f"Mentions resolved onto the catalogue: {c['resolved']} of {c['mentions']} "
         f"({c['resolved_share']:.1%}; {c['fuzzy']} by a fuzzy guess). Movies in recommendation "
         f"messages: {p['target_mentions']}, unresolved {p['targets_unresolved']}, mentioned "
