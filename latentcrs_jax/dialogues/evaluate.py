@@ -104,7 +104,9 @@ def evaluate(
     """
     names = list(systems)
     if "latentcrs" in systems and vocab is not None:
-        names.insert(names.index("latentcrs"), FILTERED)
+        names.append(FILTERED)
+    order = list(LABELS)  # The one-turn table's order; systems without a label come last.
+    names.sort(key=lambda n: order.index(n) if n in order else len(order))
     history = protocol.history_matrix(contexts, history_len)
     strict = np.array([s for c in contexts for s in c.strict], dtype=bool)
     results, seconds = {}, {}

@@ -64,7 +64,8 @@ def to_markdown(results: Mapping[str, Mapping[str, Mapping[str, float]]], view: 
     for name, row in results.items():
         cells = [_fmt(row[view][m]) for m in metrics_lib.METRICS]
         cells += [_fmt(row[f"{view}_strict"][m]) for m in metrics_lib.METRICS]
-        lines.append(f"| {evaluate_lib.LABELS.get(name, name)} | " + " | ".join(cells) + " |")
+        label = evaluate_lib.LABELS.get(name, name).replace("|", "\\|")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
