@@ -112,6 +112,7 @@ def test_binary_errors_are_one_line(tiny_trained_workdir, tmp_path):
     assert proc.returncode == 1
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert f"{bad}:2: not a redial conversation" in line and "--skip_bad_lines" in line
+    (tmp_path / "untrained").mkdir()
     proc = _binary(f"--workdir={tmp_path / 'untrained'}", f"--dialogues={H.REDIAL}")
     assert (
         proc.returncode == 1 and "error: " in proc.stderr and "no trained backbone" in proc.stderr
