@@ -318,3 +318,29 @@ def test_from_start_positions_match_the_reference_and_ignore_padding_width():
     np.testing.assert_allclose(post.apply(p2, real, deterministic=True), wide[:, 3:], atol=1e-5)
     with pytest.raises(ValueError, match="positions must be one of"):
         sasrec.SASRecConfig(num_items=5, positions="start")
+
+
+@pytest.mark.parametrize("block", ["post_ln", "pre_ln"])
+def test_pad_row_gets_no_gradient_from_pad_lookups(params, block):
+    """As PyTorch's `nn.Embedding(padding_idx=0)`: a loss over every output position (ICLRec's
+    instance contrast reads PAD positions too) moves real items' rows but never row 0."""
+    model = sasrec.SASRec(dataclasses.replace(CFG, block=block))
+    p = params if block == "post_ln" else sasrec.init_params(model.cfg, jax.random.key(0))
+
+    def loss(p):
+        return jnp.sum(model.apply(p, _seq(), deterministic=True) ** 2)
+
+    table_grad = np.asarray(jax.grad(loss)(p)["params"]["item_embed"]["embedding"])
+    assert not table_grad[0].any()
+    assert np.abs(table_grad[[4, 9, 2, 7, 5]]).min() > 0
+    if block == "pre_ln":
+        return  # PAD positions are zeroed after the embeddings: row 0 feeds nothing.
+    # The forward value of a PAD lookup is unchanged: row 0 still feeds PAD positions.
+    zeroed = jax.tree_util.tree_map(lambda a: a, p)
+    zeroed["params"]["item_embed"]["embedding"] = (
+        p["params"]["item_embed"]["embedding"].at[0].set(0)
+    )
+    assert not np.allclose(
+        model.apply(zeroed, _seq(), deterministic=True)[0, :3],
+        model.apply(p, _seq(), deterministic=True)[0, :3],
+    )

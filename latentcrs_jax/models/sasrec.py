@@ -1,8 +1,10 @@
 """SASRec as in ICLRec (`rec_models_cp.py:SASRecModel`), in Flax Linen.
 
 Architecture (docs/method.md section 2.1):
-* item embedding [N+1, D] (row 0 = PAD, initialised like every other row and never updated by
-  the losses because PAD positions are masked) + learned absolute position embedding [L, D]
+* item embedding [N+1, D] (row 0 = PAD, initialised like every other row and, like PyTorch's
+  `nn.Embedding(padding_idx=0)` in ICLRec, never updated through a PAD lookup: ICLRec's
+  instance contrast reads the outputs at PAD positions too) + learned absolute position
+  embedding [L, D]
   -> TF-style LayerNorm (eps 1e-12 inside the sqrt) -> dropout;
 * `num_layers` post-LN blocks: multi-head self-attention (Q/K/V/dense Linear(D, D), scale
   1/sqrt(D/heads), additive mask (1 - key_not_pad * causal) * -10000, dropout on the
@@ -439,6 +441,11 @@ class SASRec(nn.Module):
         """
         return self._blocks(item_ids, deterministic, right_aligned, self.cfg.num_layers)[0]
 
+    def _item_rows(self, item_ids: jax.Array) -> jax.Array:
+        """Item embeddings float32[B, L, D]; PAD lookups pass no gradient to row 0."""
+        rows = self.item_embed(item_ids)
+        return jnp.where((item_ids == 0)[..., None], jax.lax.stop_gradient(rows), rows)
+
     def _blocks(self, item_ids, deterministic: bool, right_aligned: bool, num_blocks: int):
         """Embeddings and the first `num_blocks` blocks: (float32[B, L, D], allowed mask)."""
         seq_len = item_ids.shape[1]
@@ -453,13 +460,13 @@ class SASRec(nn.Module):
         allowed = attention_mask(item_ids)
         if self.cfg.block == "pre_ln":
             keep = (item_ids > 0)[..., None]
-            x = self.item_embed(item_ids) * math.sqrt(self.cfg.hidden)
+            x = self._item_rows(item_ids) * math.sqrt(self.cfg.hidden)
             x = self.emb_dropout(x + pos, deterministic=deterministic)
             x = x * keep
             for attn, ffn in zip(self.attn[:num_blocks], self.ffn[:num_blocks]):
                 x = ffn(attn(x, allowed, deterministic), deterministic) * keep
             return (self.last_ln(x) if num_blocks == self.cfg.num_layers else x), allowed
-        x = self.item_embed(item_ids) + pos
+        x = self._item_rows(item_ids) + pos
         x = self.emb_dropout(self.emb_ln(x), deterministic=deterministic)
         for attn, ffn in zip(self.attn[:num_blocks], self.ffn[:num_blocks]):
             x = attn(x, allowed, deterministic)
