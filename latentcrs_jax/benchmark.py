@@ -3,7 +3,7 @@
 Every figure is measured after a warm-up call (compile time reported separately) as the
 median of several timed repeats, on synthetic inputs of the config's sizes (items, K,
 hidden, batch, negatives, history, text width), so no workdir is needed:
-  pretrain sequences/s   one length-L training input's forward + backward (benchmark_pretrain)
+  pretrain sequences/s   one length-L training input's forward + backward (pretrain/benchmark.py)
   E-step / M-step        EM samples/s, corrected default (cached user states) and faithful
                          mode (backbone with dropout inside the step), in the Trainer's
                          loop: host batch + placement + donated chained step
@@ -28,8 +28,9 @@ import numpy as np
 from latentcrs_jax.errors import UserInputError
 from latentcrs_jax.evaluation import ranking
 from latentcrs_jax.models import sasrec
-from latentcrs_jax.training import benchmark_pretrain as pretrain_bench
-from latentcrs_jax.training import em, em_data, pretrain, sharding
+from latentcrs_jax.training import em, em_data, sharding
+from latentcrs_jax.training.pretrain import benchmark as pretrain_bench
+from latentcrs_jax.training.pretrain.config import model_config_from, pretrain_config_from
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -128,7 +129,7 @@ def benchmark_em(
             for f in dataclasses.fields(em_data.SplitArrays)
         }
     )
-    backbone_cfg = pretrain.model_config_from(config.backbone, num_items)
+    backbone_cfg = model_config_from(config.backbone, num_items)
     backbone_params = sasrec.init_params(backbone_cfg, jax.random.PRNGKey(0))
     mesh = sharding.make_mesh()
     repl = sharding.replicated(mesh)
@@ -206,8 +207,8 @@ def benchmark_pretrain(config, num_items: int, full_length: bool = False) -> dic
     """Pretrain sequences/s with the config's backbone and pretrain settings (synthetic
     ML-1M-like sequences; `full_length`: every input has max_len real items)."""
     result = pretrain_bench.benchmark(
-        pretrain.model_config_from(config.backbone, num_items),
-        pretrain.pretrain_config_from(config.pretrain),
+        model_config_from(config.backbone, num_items),
+        pretrain_config_from(config.pretrain),
         full_length=full_length,
     )
     return {f"pretrain/{k}": v for k, v in result.items() if isinstance(v, int | float)}

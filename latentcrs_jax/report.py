@@ -390,15 +390,15 @@ def write_report(
 
 
 def build(config, workdir: str | pathlib.Path) -> pathlib.Path:
-    """Loads test user states and items from a finished workdir, then `write_report`."""
+    """Reads the saved test user states (`artifacts.load_user_states`, written by the train
+    stage) and the items of a workdir, then `write_report`."""
+    from latentcrs_jax import artifacts
     from latentcrs_jax.data import dataset
-    from latentcrs_jax.training import em_stage
 
     workdir = pathlib.Path(workdir)
     states = targets = items = None
-    if (workdir / "pretrain" / "intents.npy").is_file():
-        inputs = em_stage.load_inputs(config, workdir, faithful_positions=False, splits=("test",))
-        test = inputs.splits["test"]
-        states, targets = np.asarray(test.h), np.asarray(test.target)
-        items = dataset.load(workdir / "data").items
+    saved = artifacts.load_user_states(workdir, "test")
+    if saved is not None and (workdir / "pretrain" / "intents.npy").is_file():
+        ds = dataset.load(workdir / "data")
+        states, targets, items = saved, np.asarray(ds.splits["test"].target), ds.items
     return write_report(workdir, states, targets, items)

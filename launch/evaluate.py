@@ -1,6 +1,6 @@
-r"""Evaluate stage: the one-turn table of every head and baseline (and the multi-turn table).
+r"""Evaluate stage: the one-turn table of every head and baseline.
 
-Runs (or skips, when finished) every earlier stage first; writes `<workdir>/eval/`.
+Runs (or skips, when finished) the stages it reads first; writes `<workdir>/eval/one_turn.*`.
   python -m launch.evaluate --config=configs/ml1m.py --workdir=workdirs/ml1m
 """
 

@@ -6,7 +6,7 @@ r"""Prepare stage: raw files -> processed dataset in <workdir>/data, then the st
 
 from absl import flags
 
-from latentcrs_jax.data import dataset, prepare, stats
+from latentcrs_jax.data import dataset, prepare
 from launch import common
 
 _CONFIG, _WORKDIR = common.define_config_and_workdir()
@@ -19,10 +19,9 @@ _EXPORT = flags.DEFINE_string(
 
 def main(argv):
     del argv
-    ds = prepare.prepare(_CONFIG.value.data, _WORKDIR.value)
-    print(stats.format_table(ds.stats, ds.name))
+    common.run_pipeline_until(_CONFIG.value, _WORKDIR.value, "prepare")
     if _EXPORT.value:
-        dataset.export_sequences(ds, _EXPORT.value)
+        dataset.export_sequences(prepare.prepare(_CONFIG.value.data, _WORKDIR.value), _EXPORT.value)
         print(f"sequences written to {_EXPORT.value}")
 
 

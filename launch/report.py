@@ -1,7 +1,8 @@
-r"""Report binary: figures and a Markdown page for a finished workdir.
+r"""Report stage: figures and a Markdown page for a workdir.
 
-Writes `<workdir>/report/*.png` and `<workdir>/report/report.md` (training curves, intent
-map and coherence, multi-turn success rate, one-turn table) and prints the page's path.
+Runs (or skips, when finished) every earlier stage first, then writes `<workdir>/report/*.png`
+and `<workdir>/report/report.md` (training curves, intent map and coherence, multi-turn
+success rate, one-turn table) and prints the page's path.
   python -m launch.report --config=configs/ml_latest_small.py --workdir=workdirs/mls
 """
 
@@ -12,9 +13,7 @@ _CONFIG, _WORKDIR = common.define_config_and_workdir()
 
 def main(argv):
     del argv
-    from latentcrs_jax import report
-
-    print(report.build(_CONFIG.value, _WORKDIR.value))
+    common.run_pipeline_until(_CONFIG.value, _WORKDIR.value, "report")
 
 
 if __name__ == "__main__":

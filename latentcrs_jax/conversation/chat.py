@@ -369,13 +369,13 @@ class ChatSession:
     @classmethod
     def from_workdir(cls, config, workdir: str | pathlib.Path) -> ChatSession:
         """Loads a trained workdir (dataset, systems, intents) into a session."""
+        from latentcrs_jax import artifacts
         from latentcrs_jax.conversation import multi_turn
         from latentcrs_jax.evaluation import recommenders as recommenders_lib
-        from latentcrs_jax.training import pretrain, pretrain_stage
 
         workdir = pathlib.Path(workdir)
         tracker_settings = multi_turn.MultiTurnSettings.from_config(config.multi_turn).tracker()
-        backbone = pretrain_stage.stage_dir(workdir)
+        backbone = artifacts.pretrain_dir(workdir)
         if not (backbone / "result.json").is_file():
             raise ChatError(
                 f"{workdir} has no trained backbone ({backbone}/result.json): run the pipeline "
@@ -387,8 +387,7 @@ class ChatSession:
         systems, ctx = recommenders_lib.load_systems(config, workdir)
         ds = ctx.dataset
         vocab = FeatureVocab(ds.items, ds.domain)
-        _, _, intents = pretrain.load_backbone(backbone)
-        names, affinity = intent_labels(intents, ctx.item_emb, ds.items, vocab)
+        names, affinity = intent_labels(ctx.intents, ctx.item_emb, ds.items, vocab)
         tracker = llm_tracker.make_tracker(
             tracker_settings, vocab, ds.domain, fallback_on_endpoint_error=True, client=client
         )

@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from latentcrs_jax import artifacts
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
 from latentcrs_jax.text import encode
 from latentcrs_jax.text import stage as encode_stage
-from latentcrs_jax.training import em, em_data, em_stage, pretrain
+from latentcrs_jax.training import em, em_data
 
 
 @dataclasses.dataclass
@@ -35,13 +36,14 @@ class Recommender:
 
 @dataclasses.dataclass
 class Context:
-    """What the systems share: the dataset, the encoder and the frozen backbone."""
+    """What the systems share: the dataset, the encoder, the frozen backbone and its intents."""
 
     dataset: dataset_lib.ProcessedDataset
     embed: Callable[[Sequence[str]], np.ndarray]
     user_states: Callable[[np.ndarray], np.ndarray]
     item_emb: np.ndarray
     item_text_emb: np.ndarray | None
+    intents: np.ndarray | None = None  # float32[K, D], the backbone's intent vectors
 
 
 def load_context(config, workdir: str | pathlib.Path, wrap_embed=None) -> Context:
@@ -56,7 +58,7 @@ def load_context(config, workdir: str | pathlib.Path, wrap_embed=None) -> Contex
     ds = dataset_lib.load(prepare_lib.data_dir(workdir), config.data)
     settings = encode.TextSettings.from_config(config.text)
     encoder = encode.TextEncoder.from_settings(settings)
-    model_cfg, params, _ = pretrain.load_backbone(workdir / "pretrain")
+    model_cfg, params, intents = artifacts.load_backbone(artifacts.pretrain_dir(workdir))
     faithful = bool(config.em.faithful_backbone)
 
     def user_states(history: np.ndarray) -> np.ndarray:
@@ -72,6 +74,7 @@ def load_context(config, workdir: str | pathlib.Path, wrap_embed=None) -> Contex
         user_states=user_states,
         item_emb=np.asarray(params["params"]["item_embed"]["embedding"]),
         item_text_emb=item_text,
+        intents=intents,
     )
 
 
@@ -101,16 +104,15 @@ def load_systems(
     ctx = load_context(config, workdir, wrap_embed)
     seed = config.em_seeds[0] if seed is None else seed
     cfg = em.EMConfig.from_config(config.em)
-    _, _, intents = pretrain.load_backbone(workdir / "pretrain")
     emb = ctx.item_emb
     systems = {
         "backbone": Recommender("backbone", lambda history, texts: ctx.user_states(history) @ emb.T)
     }
     for name, stage in (("latentcrs", "em"), ("fusion", "fusion")):
-        path = em_stage.stage_dir(workdir) / f"seed{seed}" / stage / "best_params.msgpack"
+        path = artifacts.em_phase_dir(workdir, seed, stage) / artifacts.BEST_PARAMS
         if path.is_file():
-            params = em_stage.load_params(path)["prior"]
-            systems[name] = _prior_system(name, ctx, cfg, params, intents)
+            params = artifacts.load_params(path)["prior"]
+            systems[name] = _prior_system(name, ctx, cfg, params, ctx.intents)
     if ctx.item_text_emb is not None:
         items = ctx.item_text_emb
         systems["text"] = Recommender(

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from latentcrs_jax.models import sasrec
+from latentcrs_jax.models import sasrec, sasrec_layers
 from latentcrs_jax.models.torch_init import TorchDense
 
 
@@ -49,7 +49,7 @@ class PackedDropout(nn.Module):
     """Inverted dropout from packed random bits where that is exact.
 
     For a rate that is a multiple of 1/256 (0.5 included) the keep mask is
-    `sasrec.dropout_keep_mask` (Bernoulli(1 - rate) exactly, several draws per random uint32
+    `sasrec_layers.dropout_keep_mask` (Bernoulli(1 - rate) exactly, several draws per random uint32
     instead of `nn.Dropout`'s one uint32 per element: random-bit generation is the dominant
     cost of the text projection's dropout on CPU); any other rate falls back to `nn.Dropout`,
     so the rate is never quantised.
@@ -64,7 +64,7 @@ class PackedDropout(nn.Module):
             return x
         if self.rate >= 1.0 or self.rate * 256 != round(self.rate * 256):
             return nn.Dropout(self.rate)(x, deterministic=False)
-        keep = sasrec.dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
+        keep = sasrec_layers.dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
         return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
 

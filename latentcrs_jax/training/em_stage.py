@@ -1,8 +1,9 @@
 """The train stage: the EM stages (and baselines, ablations) for every seed of the config.
 
 Reads `<workdir>/data`, `<workdir>/embeddings` and `<workdir>/pretrain`, computes the frozen
-user states once, then runs each plan of `config.em_plans` for each seed of `config.em_seeds`
-into `<workdir>/em/seed<k>/<stage>/` (checkpoints, metrics.jsonl, final_metrics.json,
+user states once (saving the test split's, `artifacts.save_user_states`), then runs each
+plan of `config.em_plans` for each seed of `config.em_seeds` into
+`<workdir>/em/seed<k>/<stage>/` (checkpoints, metrics.jsonl, final_metrics.json,
 best_params.msgpack). A finished stage (manifest) is skipped; an interrupted one resumes from
 its checkpoints. Stages of one seed share the "posterior" stage.
 """
@@ -11,23 +12,21 @@ import dataclasses
 import functools
 import json
 import pathlib
-import shutil
 import time
 
-import flax.serialization
 import jax
 import numpy as np
 from absl import logging
 
-from latentcrs_jax import fileio, stage_manifest
+from latentcrs_jax import artifacts, stage_manifest
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
 from latentcrs_jax.text import stage as encode_stage
-from latentcrs_jax.training import distributed, em, em_data, loop, pretrain, sharding
+from latentcrs_jax.training import distributed, em, em_data, loop, sharding
 
 
 def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(workdir) / "em"
+    return artifacts.em_dir(workdir)
 
 
 @dataclasses.dataclass
@@ -52,7 +51,7 @@ def load_inputs(
     splits named in `splits` (all when None)."""
     workdir = pathlib.Path(workdir)
     ds = dataset_lib.load(prepare_lib.data_dir(workdir), config.data)
-    model_cfg, params, intents = pretrain.load_backbone(workdir / "pretrain")
+    model_cfg, params, intents = artifacts.load_backbone(artifacts.pretrain_dir(workdir))
     t0 = time.perf_counter()
     arrays = {}
     for name, s in ds.splits.items():
@@ -70,8 +69,12 @@ def load_inputs(
             user=s.user,
         )
     logging.info("frozen user states in %.1fs", time.perf_counter() - t0)
+    upstream = upstream_fingerprint(workdir)
+    if "test" in arrays and jax.process_index() == 0:
+        fp = user_states_fingerprint(upstream, faithful_positions)
+        artifacts.save_user_states(workdir, "test", arrays["test"].h, fp)
     item_emb = np.asarray(params["params"]["item_embed"]["embedding"])
-    return EMInputs(arrays, item_emb, intents, (model_cfg, params), upstream_fingerprint(workdir))
+    return EMInputs(arrays, item_emb, intents, (model_cfg, params), upstream)
 
 
 def upstream_fingerprint(workdir: str | pathlib.Path) -> str:
@@ -79,8 +82,13 @@ def upstream_fingerprint(workdir: str | pathlib.Path) -> str:
     workdir = pathlib.Path(workdir)
     return stage_manifest.fingerprint(
         embeddings=stage_manifest.content_hash(encode_stage.stage_dir(workdir)),
-        pretrain=stage_manifest.content_hash(workdir / "pretrain"),
+        pretrain=stage_manifest.content_hash(artifacts.pretrain_dir(workdir)),
     )
+
+
+def user_states_fingerprint(upstream: str, faithful_positions: bool) -> str:
+    """What the saved frozen user states were computed from."""
+    return stage_manifest.fingerprint(upstream=upstream, faithful_positions=faithful_positions)
 
 
 class LazyEMInputs:
@@ -100,15 +108,6 @@ class LazyEMInputs:
         return self._inputs
 
 
-def save_params(path: pathlib.Path, params) -> None:
-    with fileio.atomic_path(path) as tmp:
-        tmp.write_bytes(flax.serialization.msgpack_serialize(jax.device_get(params)))
-
-
-def load_params(path: pathlib.Path):
-    return flax.serialization.msgpack_restore(path.read_bytes())
-
-
 def run_stage(
     cfg: em.EMConfig,
     stage: em.EMStage,
@@ -124,12 +123,8 @@ def run_stage(
     if stage_manifest.is_complete(out, fp):
         logging.info("EM stage %s is complete; skipping", out)
         return json.loads((out / "final_metrics.json").read_text())
-    if jax.process_index() == 0 and stage_manifest.read_started(out) != fp:
-        if out.exists():
-            # Checkpoints of another config must not be resumed: this stage starts over.
-            logging.warning("EM stage %s was made with another config; starting it over", out)
-            shutil.rmtree(out)
-        stage_manifest.mark_started(out, fp)
+    # Checkpoints of another config must not be resumed: this phase starts over.
+    stage_manifest.claim(out, fp, replace=True, writer=jax.process_index() == 0)
     # Only process 0 touches the directory; the others wait for it (before, a second process
     # could see the directory before its started.json and delete it under process 0).
     distributed.barrier(f"claimed {out}")
@@ -156,7 +151,7 @@ def run_stage(
     )
     fit = trainer.fit(task)
     if jax.process_index() == 0:
-        save_params(out / "best_params.msgpack", fit.best_state.params)
+        artifacts.save_params(out / artifacts.BEST_PARAMS, fit.best_state.params)
         stage_manifest.write(out, fp, best_epoch=fit.best_epoch, epochs_run=fit.epochs_run)
     return {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, **fit.final_metrics}
 
@@ -182,7 +177,7 @@ def run(config, workdir: str | pathlib.Path) -> str:
                     continue
                 init = None
                 if stage.init_from:
-                    init = load_params(done[stage.init_from] / "best_params.msgpack")
+                    init = artifacts.load_params(done[stage.init_from] / artifacts.BEST_PARAMS)
                 final = run_stage(cfg, stage, inputs, seed_dir / stage.name, init, mesh)
                 done[stage.name] = seed_dir / stage.name
                 lines.append(
@@ -191,4 +186,8 @@ def run(config, workdir: str | pathlib.Path) -> str:
                         f"{h} {final.get(f'test/{h}/ndcg@10', float('nan')):.4f}" for h in em.HEADS
                     )
                 )
+    fp = user_states_fingerprint(inputs.upstream, base.faithful_backbone)
+    if artifacts.load_user_states(workdir, "test", fp) is None:
+        # Stages that finished before the states were saved (or of another upstream).
+        load_inputs(config, workdir, faithful_positions=base.faithful_backbone, splits=("test",))
     return "\n".join(lines)

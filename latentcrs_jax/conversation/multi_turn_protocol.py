@@ -1,0 +1,350 @@
+"""Multi-turn evaluation (method.md 5): simulated dialogues, success rate and average turns.
+
+Protocol, for every system of `config.multi_turn.systems` on the same seeded test samples:
+* turn 0 is the sample's cached first-turn utterance (the simulate stage's x_u);
+* after every user turn the state tracker reads the stated features: the rule matcher
+  (`features.FeatureVocab`, default) or, with `state_tracker="llm"`, the paper's JSON prompt on
+  an OpenAI-compatible endpoint (`llm_tracker.py`; one batched `complete_many` per round, its
+  response cache in the stage folder, the rule matcher for a turn whose reply does not parse);
+* each round 1..R: the recommender ranks every item with (history, ranking text), where the
+  text is the accumulated user side of the dialogue (or the last user turn, or the LLM
+  tracker's "human intents" joined by ". " as the paper embeds them); PAD and (by
+  default) history items are never ranked; a filtered system applies the hard filter
+  (LatentCRS^F, `filter.hard_filter`) to the top `candidates`, the others show the top `top_k`
+  as ranked; success at the first round whose shown items hold the target;
+* otherwise the simulator (template by default; the LLM simulator when configured) refuses and
+  reveals one more attribute, and its reply joins the dialogue.
+Metrics: SR@r = share of samples that succeeded by round r (r = 1..R); AT = mean over samples of
+the success round, a failure counting R.
+
+Rounds are batched across samples and systems: per round, every text a text-using system will
+rank is embedded in one call (`EmbeddingMemo.prefetch`; systems that share a dialogue text
+share its embedding), then each system scores its open dialogues `batch_size` rows at a time
+(padded, so one compile per system). The settings are in multi_turn.py, the written
+outputs in multi_turn_output.py, the pipeline stage in multi_turn_stage.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from latentcrs_jax.conversation import filter as filter_lib
+from latentcrs_jax.conversation import llm_tracker
+from latentcrs_jax.conversation import transcripts as transcripts_lib
+from latentcrs_jax.conversation.features import FeatureVocab
+from latentcrs_jax.conversation.multi_turn import SYSTEM_SPECS, MultiTurnSettings, SystemSpec
+from latentcrs_jax.conversation.state import ConversationState
+from latentcrs_jax.simulator.state import DialogueState, Utterance, history_ids
+
+
+def sample_indices(num_available: int, num_samples: int, seed: int) -> list[int]:
+    """The evaluated test samples: `num_samples` drawn with `random.Random(seed)`, sorted.
+
+    All samples when `num_samples` is <= 0 or at least `num_available`.
+    """
+    if num_samples <= 0 or num_samples >= num_available:
+        return list(range(num_available))
+    return sorted(random.Random(seed).sample(range(num_available), num_samples))
+
+
+def success_metrics(success_rounds: Sequence[int | None], rounds: int) -> dict[str, Any]:
+    """SR after each round and AT (a failure counts `rounds`) of one system.
+
+    Args:
+      success_rounds: per sample, the first successful round (1-based) or None.
+      rounds: R.
+
+    Returns:
+      {"samples", "successes", "success_rate": [SR@1..SR@R], "average_turns"}.
+    """
+    n = len(success_rounds)
+    r = np.array([rounds + 1 if s is None else int(s) for s in success_rounds], dtype=np.int64)
+    return {
+        "samples": n,
+        "successes": int((r <= rounds).sum()),
+        "success_rate": [float((r <= k).mean()) if n else 0.0 for k in range(1, rounds + 1)],
+        "average_turns": float(np.minimum(r, rounds).mean()) if n else 0.0,
+    }
+
+
+class EmbeddingMemo:
+    """Wraps `embed(texts) -> float32[N, D]` with an in-memory cache of every text seen.
+
+    `prefetch(texts)` embeds the unseen ones in one call, so later calls are lookups.
+    """
+
+    def __init__(self, embed: Callable[[Sequence[str]], np.ndarray]):
+        self._embed = embed
+        self._cache: dict[str, np.ndarray] = {}
+
+    def prefetch(self, texts: Sequence[str]) -> None:
+        """Embeds the texts not cached yet, together."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if new:
+            for text, vec in zip(new, np.asarray(self._embed(new))):
+                self._cache[text] = vec
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """float32[N, D] embeddings of `texts`, in order."""
+        texts = list(texts)
+        self.prefetch(texts)
+        if not texts:
+            return np.asarray(self._embed([]))
+        return np.stack([self._cache[t] for t in texts])
+
+
+@dataclasses.dataclass
+class _Dialogue:
+    sim: DialogueState
+    conv: ConversationState
+    success_round: int | None = None
+
+
+def _score_rows(
+    recommender, histories: np.ndarray, texts: Sequence[str], batch_size: int, k: int, mask: bool
+) -> list[list[int]]:
+    """Ranked ids (top k) of each row, scoring `batch_size` padded rows per call."""
+    out: list[list[int]] = []
+    for start in range(0, len(texts), batch_size):
+        h = histories[start : start + batch_size]
+        t = list(texts[start : start + batch_size])
+        n = len(t)
+        if n < batch_size:
+            h = np.concatenate([h, np.zeros((batch_size - n, h.shape[1]), h.dtype)])
+            t += [""] * (batch_size - n)
+        scores = np.asarray(recommender.score(h, t))[:n]
+        out += filter_lib.rank_items(scores, h[:n], k=k, mask_history=mask)
+    return out
+
+
+def _recommend(
+    spec: SystemSpec,
+    conv: ConversationState,
+    ranked: Sequence[int],
+    vocab: FeatureVocab,
+    titles: Sequence[str],
+    has_title: Sequence[bool],
+    settings: MultiTurnSettings,
+) -> tuple[list[int], str]:
+    """The items one system shows for one dialogue this round, and its utterance."""
+    if not spec.hard_filter:
+        shown = list(ranked[: settings.top_k])
+        return shown, filter_lib.system_utterance([titles[i] for i in shown])
+    shown = filter_lib.hard_filter(
+        ranked,
+        vocab.features_of,
+        conv.included,
+        conv.excluded,
+        conv.shown,
+        top_k=settings.top_k,
+        candidates=settings.candidates,
+        has_title=has_title.__getitem__,
+        shown_last=not settings.faithful_filter_order,
+    )
+    text = filter_lib.system_utterance(
+        [titles[i] for i in shown],
+        [vocab.label(f) for f in conv.included],
+        [vocab.label(f) for f in conv.excluded],
+    )
+    return shown, text
+
+
+def simulate_dialogues(
+    recommenders: Mapping[str, Any],
+    specs: Sequence[SystemSpec],
+    histories: np.ndarray,
+    targets: np.ndarray,
+    keys: Sequence[str],
+    first_utterances: Sequence[Utterance],
+    simulator: Any,
+    items: Sequence[Mapping[str, Any]],
+    vocab: FeatureVocab,
+    settings: MultiTurnSettings,
+    prefetch: Callable[[Sequence[str]], None] | None = None,
+    tracker: llm_tracker.LLMStateTracker | None = None,
+) -> dict[str, list[transcripts_lib.Transcript]]:
+    """Runs the protocol for every system on the same samples.
+
+    Args:
+      recommenders: recommender key -> `Recommender` (score(histories int32[B, H], texts) ->
+        float32[B, N+1]).
+      specs: the systems (rows).
+      histories: int32[S, H] left-padded histories of the samples.
+      targets: int32[S] target ids.
+      keys: S sample keys.
+      first_utterances: S first-turn utterances (the cached x_u).
+      simulator: `TemplateSimulator` or `LLMSimulator` (needs `respond_many`).
+      items: the items table (items[0] is PAD).
+      vocab: the feature vocabulary of `items`.
+      settings: the protocol settings.
+      prefetch: called with every text of a round before scoring (an `EmbeddingMemo`).
+      tracker: the LLM state tracker (None: the rule tracker, `vocab.stated`); its calls are
+        batched, one `complete_many` per round over every open dialogue of every system.
+
+    Returns:
+      system name -> S transcripts in sample order (`sample_index` is the position here).
+    """
+    histories = np.asarray(histories)
+    n = len(targets)
+    if not (histories.shape[0] == n == len(keys) == len(first_utterances)):
+        raise ValueError("histories, targets, keys and first utterances must have one row each")
+    hist_ids = [history_ids(h) for h in histories]
+    hist_titles = [[str(items[i].get("title") or "") for i in h] for h in hist_ids]
+    titles = [filter_lib.item_title(it) for it in items]
+    has_title = [bool(it.get("title")) for it in items]
+    batch = min(settings.batch_size, max(n, 1))
+    pool = settings.candidates + 2 * settings.top_k
+    rule_vocab = vocab if tracker is None else None  # The LLM tracker reads turns in batches.
+    dialogues: dict[str, list[_Dialogue]] = {}
+    for spec in specs:
+        rows = []
+        for j in range(n):
+            utt = first_utterances[j]
+            sim = DialogueState(
+                sample_key=str(keys[j]),
+                target=int(targets[j]),
+                history=list(hist_ids[j]),
+                revealed=list(utt.conditions),
+                turns=[{"role": "user", "text": utt.text, "items": []}],
+                done=bool(utt.done),
+            )
+            conv = ConversationState(history=list(hist_ids[j]))
+            conv.add_user_turn(utt.text, rule_vocab, hist_titles[j])
+            rows.append(_Dialogue(sim, conv))
+        dialogues[spec.name] = rows
+    if tracker is not None:  # Every system's dialogue starts the same: one request per sample.
+        tracker.update(
+            [d.conv for s in specs for d in dialogues[s.name]],
+            [hist_titles[j] for s in specs for j in range(n)],
+        )
+    start = time.perf_counter()
+    for rnd in range(1, settings.rounds + 1):
+        open_rows = {
+            s.name: [j for j, d in enumerate(dialogues[s.name]) if d.success_round is None]
+            for s in specs
+        }
+        texts = {
+            s.name: [
+                dialogues[s.name][j].conv.ranking_text(settings.ranking_text)
+                for j in open_rows[s.name]
+            ]
+            for s in specs
+        }
+        if prefetch is not None:
+            prefetch([t for s in specs if s.uses_text for t in texts[s.name]])
+        replies: list[tuple[_Dialogue, list[int], str, list[str]]] = []
+        for spec in specs:
+            rows = open_rows[spec.name]
+            if not rows:
+                continue
+            ranked = _score_rows(
+                recommenders[spec.recommender],
+                histories[rows],
+                texts[spec.name],
+                batch,
+                pool,
+                settings.mask_history,
+            )
+            for j, ids in zip(rows, ranked):
+                d = dialogues[spec.name][j]
+                shown, text = _recommend(spec, d.conv, ids, vocab, titles, has_title, settings)
+                d.conv.add_system_turn(text, shown)
+                if int(targets[j]) in shown:
+                    d.success_round = rnd
+                elif rnd < settings.rounds and not d.sim.done:
+                    replies.append((d, shown, text, hist_titles[j]))
+        if replies:
+            answers = simulator.respond_many(
+                [d.sim for d, *_ in replies], [r[1] for r in replies], [r[2] for r in replies]
+            )
+            for (d, _, _, ignore), (new_sim, utt) in zip(replies, answers):
+                d.sim = new_sim
+                d.conv.add_user_turn(utt.text, rule_vocab, ignore)
+            if tracker is not None:
+                tracker.update([r[0].conv for r in replies], [r[3] for r in replies])
+        logging.info(
+            "multi-turn round %d/%d: %s (%.1fs)",
+            rnd,
+            settings.rounds,
+            ", ".join(
+                f"{s.name} SR {np.mean([d.success_round is not None for d in rows]):.3f}"
+                for s, rows in ((s, dialogues[s.name]) for s in specs)
+            ),
+            time.perf_counter() - start,
+        )
+    return {
+        spec.name: [
+            transcripts_lib.Transcript(
+                system=spec.name,
+                label=spec.label,
+                sample_index=j,
+                sample_key=str(keys[j]),
+                target=int(targets[j]),
+                target_title=titles[int(targets[j])],
+                success_round=d.success_round,
+                state=d.conv,
+            )
+            for j, d in enumerate(dialogues[spec.name])
+        ]
+        for spec in specs
+    }
+
+
+def evaluate(
+    recommenders: Mapping[str, Any],
+    histories: np.ndarray,
+    targets: np.ndarray,
+    keys: Sequence[str],
+    first_utterances: Sequence[Utterance],
+    simulator: Any,
+    items: Sequence[Mapping[str, Any]],
+    domain: str,
+    settings: MultiTurnSettings,
+    prefetch: Callable[[Sequence[str]], None] | None = None,
+    tracker: llm_tracker.LLMStateTracker | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[transcripts_lib.Transcript]]]:
+    """Runs every configured system whose recommender exists; returns (results, transcripts).
+
+    `results[name]` is `success_metrics(...)` plus "label", "recommender" and "hard_filter".
+    Systems whose recommender is missing (e.g. no fusion run) are skipped with a warning.
+    With an LLM `tracker`, its vocabulary is the filter's (build it from `items`, `domain`).
+    """
+    specs = []
+    for name in settings.systems:
+        spec = SYSTEM_SPECS[name]
+        if spec.recommender in recommenders:
+            specs.append(spec)
+        else:
+            logging.warning("multi-turn: no %r recommender; skipping %s", spec.recommender, name)
+    vocab = tracker.vocab if tracker is not None else FeatureVocab(items, domain)
+    dialogues = simulate_dialogues(
+        recommenders,
+        specs,
+        histories,
+        targets,
+        keys,
+        first_utterances,
+        simulator,
+        items,
+        vocab,
+        settings,
+        prefetch,
+        tracker,
+    )
+    results = {}
+    for spec in specs:
+        metrics = success_metrics([t.success_round for t in dialogues[spec.name]], settings.rounds)
+        results[spec.name] = {
+            "label": spec.label,
+            "recommender": spec.recommender,
+            "hard_filter": spec.hard_filter,
+            **metrics,
+        }
+    return results, dialogues
