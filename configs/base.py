@@ -121,7 +121,7 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
 
 
 def get_em_config() -> ml_collections.ConfigDict:
-    """EM section: the three EM stages (method.md 3.3-3.5); `faithful_*` = the authors' bugs."""
+    """EM section: the three EM phases (method.md 3.3-3.5); `faithful_*` = the authors' bugs."""
     e = ml_collections.ConfigDict()
     e.batch_size = 480  # Training samples per step (authors: 480).
     e.eval_batch_size = 480  # Users per full-ranking eval batch.
@@ -129,15 +129,15 @@ def get_em_config() -> ml_collections.ConfigDict:
     e.lr_end_factor = 0.01  # Linear LR decay to lr * this (the authors' intended LinearLR)
     e.lr_decay_epochs = 50  # over this many epochs, constant afterwards; see faithful_lr.
     e.e_rank_weight = 5.0  # E-step: weight of the posterior's sampled-softmax ranking loss.
-    e.e_kl_weight = 1.0  # E-step: weight of KL(q || p~) (stage 1 sets it to 0).
+    e.e_kl_weight = 1.0  # E-step: weight of KL(q || p~) (phase 1 sets it to 0).
     e.m_kl_weight = 1.0  # M-step: weight of KL(q || p).
     e.m_nce_weight = 0.0  # M-step: weight of the per-intent InfoNCE (ML-1M 0; Amazon 1).
     e.m_rec_weight = 5.0  # M-step: weight of the mixture's ranking loss (ML-1M 5; Amazon 1).
     e.temperature = 1.0  # Softmax temperature of the ranking losses (neg_loss_temp).
     e.text_hidden = 1024  # Hidden width of the prior's text projection.
     e.text_dropout = 0.5  # Dropout inside the text projection.
-    e.max_epochs = 200  # Upper bound on epochs per stage (authors: 500).
-    e.patience = 20  # Early-stopping patience on valid NDCG@10 of the stage's head.
+    e.max_epochs = 200  # Upper bound on epochs per phase (authors: 500).
+    e.patience = 20  # Early-stopping patience on valid NDCG@10 of the phase's head.
     e.mask_history = True  # Mask history items when ranking (authors: unmasked, 7.9).
     e.full_softmax = False  # Ranking losses over all items instead of the 10 negatives.
     e.seed = 42  # Seed of init and data order (overridden per run by em_seeds).
@@ -185,7 +185,7 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
 def get_base_config() -> ml_collections.ConfigDict:
     """Returns the base config; every dataset config starts from this."""
     config = ml_collections.ConfigDict()
-    config.seed = 42  # Global seed (EM stage default as the authors; pretraining uses 1).
+    config.seed = 42  # Global seed (EM phases: the authors' default; pretraining uses 1).
     config.data = get_data_config()
     config.backbone = get_backbone_config()
     config.pretrain = get_pretrain_config()

@@ -79,7 +79,7 @@ def _train_loop_time(task, step, mesh, steps: int, repeats: int) -> tuple[float,
 
     def run(state, n):
         for batch, _ in zip(stream, range(n)):
-            batch.pop("phase")
+            batch.pop("pass")
             state, metrics = step(state, sharding.place_batch(batch, mesh))
         return state, metrics
 
@@ -112,7 +112,7 @@ def benchmark_em(
     """E-step and M-step samples/s (corrected and faithful) and full-ranking users/s.
 
     Steps are timed in the Trainer's loop (host batch, placement, donated chained state; see
-    `_train_loop_time`), one phase at a time, the E pass after its per-epoch refresh. The
+    `_train_loop_time`), one pass at a time, the E pass after its per-epoch refresh. The
     full-ranking figure is `ranking.evaluate` (placement, three heads, metric sums, one fetch)
     over `eval_users` users, in padded eval batches.
     """
@@ -134,22 +134,22 @@ def benchmark_em(
     mesh = sharding.make_mesh()
     repl = sharding.replicated(mesh)
     out = {}
-    em_stage = em.main_plan()[2]
+    em_phase = em.main_plan()[2]
     for mode, faithful in (("corrected", False), ("faithful", True)):
         cfg = dataclasses.replace(base, faithful_backbone=faithful, faithful_e_target=faithful)
-        for phase in ("E", "M"):
-            stage = dataclasses.replace(em_stage, phases=(phase,))
+        for em_pass in ("E", "M"):
+            phase = dataclasses.replace(em_phase, passes=(em_pass,))
             task = em.EMTask(
-                cfg, stage, splits, item_emb, intents, (backbone_cfg, backbone_params), mesh
+                cfg, phase, splits, item_emb, intents, (backbone_cfg, backbone_params), mesh
             )
             step = jax.jit(
-                functools.partial(task.train_step, phase=phase),
+                functools.partial(task.train_step, em_pass=em_pass),
                 donate_argnums=(0,),
                 out_shardings=(repl, repl),
             )
             compile_s, sec = _train_loop_time(task, step, mesh, steps, repeats)
-            out[f"em/{mode}/{phase}_step_samples_per_s"] = base.batch_size / sec
-            out[f"em/{mode}/{phase}_step_compile_s"] = compile_s
+            out[f"em/{mode}/{em_pass}_step_samples_per_s"] = base.batch_size / sec
+            out[f"em/{mode}/{em_pass}_step_compile_s"] = compile_s
         if mode == "corrected":
             state = jax.jit(task.create_state, out_shardings=repl)(jax.random.PRNGKey(0))
             eval_step = jax.jit(task.eval_step, out_shardings=repl)

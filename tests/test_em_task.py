@@ -78,7 +78,7 @@ def test_faithful_switches_run(tmp_path, overrides):
 
 def test_fusion_baseline_has_no_kl(tmp_path):
     cfg = small_config(max_epochs=2)
-    (stage,) = em.STAGE_PLANS["fusion"]
+    (stage,) = em.PHASE_PLANS["fusion"]
     _fit(tmp_path, cfg, stage)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
     assert "train/M/nce" not in rows[0]
@@ -122,7 +122,7 @@ def test_log_z_is_cached_per_epoch_and_equals_the_in_step_value():
 
     np.testing.assert_allclose(state.extras["log_z"], log_z(state.params["prior"]), rtol=1e-5)
     batch = next(task.train_batches(0))
-    assert batch.pop("phase") == "E" and "user" not in batch and "history" not in batch
+    assert batch.pop("pass") == "E" and "user" not in batch and "history" not in batch
     placed = sharding.place_batch(batch, mesh)
     _, cached = task.train_step(state, placed, "E")
     task._cache_log_z = False  # computed inside the step instead
@@ -149,5 +149,5 @@ def test_log_z_not_cached_when_unused_or_after_an_m_pass():
     assert not cached(posterior)  # the posterior stage has no KL term
     assert not cached(prior)
     assert not cached(em_stage, faithful_e_target=True)
-    m_first = em.EMStage("m_first", ("M", "E"), "prior")
+    m_first = em.EMPhase("m_first", ("M", "E"), "prior")
     assert not cached(m_first)

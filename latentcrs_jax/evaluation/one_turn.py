@@ -2,14 +2,14 @@
 
 Rows (all full ranking over every item, PAD never ranked, history masked unless
 `config.em.mask_history` is False, HIT/NDCG at 5/10/15/20 on the test split):
-  LatentCRS            the prior mixture S(u,x,y) after the three EM stages;
+  LatentCRS            the prior mixture S(u,x,y) after the three EM phases;
   posterior q(m|u)     the posterior head of the same run (behaviour only);
   backbone SASRec      h_u . e_y of the frozen pretrained backbone;
   popularity           training-interaction counts;
   text-only retrieval  cosine(utterance embedding, item-text embedding);
   joint fusion (no EM) the prior's architecture trained with the rec loss alone;
   no KL / no rec loss  ablations of the EM run.
-Trained rows come from each stage's `final_metrics.json` (the best-valid state); the others
+Trained rows come from each EM phase's `final_metrics.json` (the best-valid state); the others
 are computed here. Output: `<workdir>/eval/one_turn.{json,md}`.
 """
 
@@ -28,7 +28,7 @@ from latentcrs_jax.text import stage as encode_stage
 
 METRICS = tuple(f"{m}@{k}" for m in ("hit", "ndcg") for k in ranking.DEFAULT_KS)
 
-# Row label -> (plan, stage directory, head) of trained rows.
+# Row label -> (plan, phase directory, head) of trained rows.
 TRAINED_ROWS = {
     "LatentCRS (prior mixture)": ("latentcrs", "em", "prior"),
     "posterior q(m|u)": ("latentcrs", "em", "posterior"),
@@ -88,7 +88,7 @@ def baseline_metrics(workdir: str | pathlib.Path, split: str, mask_history: bool
 
 
 def collect(workdir: str | pathlib.Path, seeds, plans, split: str = "test") -> dict:
-    """{row: {metric: [value per seed]}} from the trained stages' final metrics."""
+    """{row: {metric: [value per seed]}} from the trained phases' final metrics."""
     workdir = pathlib.Path(workdir)
     table: dict[str, dict[str, list[float]]] = {}
     for label, (plan, stage, head) in TRAINED_ROWS.items():

@@ -1,18 +1,22 @@
-"""The three EM stages of LatentCRS as `loop.Task`s (method.md 3.3-3.5).
+"""The three EM phases of LatentCRS as `loop.Task`s (method.md 3.3-3.5).
 
-Stages (`EMStage`): "posterior" trains q alone as a recommender (E phase, rank loss only);
-"prior" trains the prior with q fixed (M phase); "em" alternates an E pass and an M pass every
-epoch. Baselines and ablations are the same tasks with other weights (see `STAGE_PLANS`).
+Vocabulary: a pipeline *stage* (here the train stage, `em_stage.py`) runs EM *phases*; a phase
+is one training run whose epochs are made of *passes*, an E pass (train q) and/or an M pass
+(train the prior).
+
+Phases (`EMPhase`): "posterior" trains q alone as a recommender (E pass, rank loss only);
+"prior" trains the prior with q fixed (M pass); "em" alternates an E pass and an M pass every
+epoch. Baselines and ablations are the same tasks with other weights (see `PHASE_PLANS`).
 
 State: params {"posterior", "prior"}; one Adam per network (opt_state {"posterior", "prior"}),
-updated only in its own phase, as the authors' single torch Adam skips parameters without a
+updated only in its own pass, as the authors' single torch Adam skips parameters without a
 gradient. Frozen inputs live in `extras`: the item table E [N+1, d] and, in
 `faithful_backbone` mode, the backbone's variables.
 
 The E-step's Bayes target needs log Z_m = logsumexp_y s(m, y) over all items, which depends
 only on the prior, frozen during the E pass: it is computed once per epoch (`on_epoch_start`,
 before the E pass) into `extras["log_z"]` instead of once per step, whenever the E pass comes
-before the epoch's M pass (as in every stage plan).
+before the epoch's M pass (as in every phase plan).
 """
 
 import dataclasses
@@ -77,47 +81,47 @@ class EMConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class EMStage:
-    """One training run: which phases each epoch, which head stops it, which weights.
+class EMPhase:
+    """One training run: which passes each epoch, which head stops it, which weights.
 
     Attributes:
-      name: directory name under `<workdir>/em/<variant>/`.
-      phases: phases of one epoch, in order ("E": train q; "M": train the prior).
+      name: directory name under `<workdir>/em/seed<k>/`.
+      passes: passes of one epoch, in order ("E": train q; "M": train the prior).
       stop_head: the head whose valid NDCG@10 drives early stopping.
-      init_from: stage whose best params initialise this one ("" = fresh networks).
-      overrides: EMConfig fields replaced for this stage.
+      init_from: phase whose best params initialise this one ("" = fresh networks).
+      overrides: EMConfig fields replaced for this phase.
     """
 
     name: str
-    phases: tuple[str, ...]
+    passes: tuple[str, ...]
     stop_head: str
     init_from: str = ""
     overrides: tuple[tuple[str, Any], ...] = ()
 
 
-def main_plan() -> tuple[EMStage, ...]:
-    """The authors' three stages (method.md 3.5)."""
+def main_plan() -> tuple[EMPhase, ...]:
+    """The authors' three phases (method.md 3.5)."""
     return (
-        EMStage("posterior", ("E",), "posterior", overrides=(("e_kl_weight", 0.0),)),
-        EMStage("prior", ("M",), "prior", init_from="posterior"),
-        EMStage("em", ("E", "M"), "prior", init_from="prior"),
+        EMPhase("posterior", ("E",), "posterior", overrides=(("e_kl_weight", 0.0),)),
+        EMPhase("prior", ("M",), "prior", init_from="posterior"),
+        EMPhase("em", ("E", "M"), "prior", init_from="prior"),
     )
 
 
-def _ablation(prefix: str, **weights) -> tuple[EMStage, ...]:
+def _ablation(prefix: str, **weights) -> tuple[EMPhase, ...]:
     o = tuple(weights.items())
     return (
-        EMStage(f"{prefix}_prior", ("M",), "prior", init_from="posterior", overrides=o),
-        EMStage(f"{prefix}_em", ("E", "M"), "prior", init_from=f"{prefix}_prior", overrides=o),
+        EMPhase(f"{prefix}_prior", ("M",), "prior", init_from="posterior", overrides=o),
+        EMPhase(f"{prefix}_em", ("E", "M"), "prior", init_from=f"{prefix}_prior", overrides=o),
     )
 
 
-# Variant name -> stages run after (and sharing) the main plan's posterior stage.
-STAGE_PLANS: dict[str, tuple[EMStage, ...]] = {
+# Variant name -> phases run after (and sharing) the main plan's posterior phase.
+PHASE_PLANS: dict[str, tuple[EMPhase, ...]] = {
     "latentcrs": main_plan(),
     # The prior's architecture trained with the rec loss alone: no q, no KL, no EM.
     "fusion": (
-        EMStage(
+        EMPhase(
             "fusion",
             ("M",),
             "prior",
@@ -143,12 +147,12 @@ def _per_network_adam(learning_rate) -> optax.GradientTransformation:
 
 
 class EMTask:
-    """One EM stage as a `loop.Task` with phases."""
+    """One EM phase as a `loop.Task` with passes."""
 
     def __init__(
         self,
         cfg: EMConfig,
-        stage: EMStage,
+        phase: EMPhase,
         splits: dict[str, em_data.SplitArrays],
         item_emb: np.ndarray,
         intents: np.ndarray,
@@ -159,18 +163,18 @@ class EMTask:
         """Builds the task.
 
         Args:
-          cfg: EM settings (the stage's overrides are applied here).
-          stage: the stage.
+          cfg: EM settings (the phase's overrides are applied here).
+          phase: the phase.
           splits: "train", "valid", "test" arrays.
           item_emb: float32[N+1, d] frozen item table.
           intents: float32[K, d] L2-normalised centroids (initial intent matrices).
           backbone: (config, variables) of the frozen SASRec (for `faithful_backbone`).
           mesh: the data mesh.
-          init_params: params of the stage named by `stage.init_from`, or None.
+          init_params: params of the phase named by `phase.init_from`, or None.
         """
-        cfg = dataclasses.replace(cfg, **dict(stage.overrides))
-        self.cfg, self.stage, self.splits, self.mesh = cfg, stage, splits, mesh
-        self.phases = stage.phases
+        cfg = dataclasses.replace(cfg, **dict(phase.overrides))
+        self.cfg, self.phase, self.splits, self.mesh = cfg, phase, splits, mesh
+        self.passes = phase.passes
         self.item_emb = np.asarray(item_emb, np.float32)
         self.posterior = latentcrs.Posterior(jnp.asarray(intents))
         self.prior = latentcrs.Prior(jnp.asarray(intents), cfg.prior_config)
@@ -178,7 +182,7 @@ class EMTask:
         if cfg.faithful_backbone and backbone is None:
             raise ValueError("faithful_backbone needs the backbone variables")
         self.init_params = init_params
-        self.tie_item_intent = not cfg.faithful_same_y_m and stage.init_from != ""
+        self.tie_item_intent = not cfg.faithful_same_y_m and phase.init_from != ""
         sharding.check_batch_size(cfg.batch_size, mesh)
         sharding.check_batch_size(cfg.eval_batch_size, mesh)
         repeats = 6 if cfg.faithful_duplicates else 1  # the authors' 6x train file (7.1)
@@ -195,9 +199,9 @@ class EMTask:
             )
         self.tx, self._adam = _per_network_adam(schedule)
         # log Z of the E-step target, cached per epoch when the E pass precedes any M pass.
-        phases = stage.phases
-        needs_log_z = bool(cfg.e_kl_weight) and not cfg.faithful_e_target and "E" in phases
-        e_first = needs_log_z and ("M" not in phases or phases.index("E") < phases.index("M"))
+        passes = phase.passes
+        needs_log_z = bool(cfg.e_kl_weight) and not cfg.faithful_e_target and "E" in passes
+        e_first = needs_log_z and ("M" not in passes or passes.index("E") < passes.index("M"))
         self._cache_log_z = e_first
         self._log_z_fn = jax.jit(self._log_normaliser, out_shardings=sharding.replicated(mesh))
         # Keys of a train batch: what the steps read (+ "valid" for the Trainer).
@@ -221,7 +225,7 @@ class EMTask:
             for name in ("posterior", "prior"):
                 if self.init_params.get(name) is not None and self._inherits(name):
                     params[name] = jax.tree.map(jnp.asarray, self.init_params[name])
-        if self.tie_item_intent and self.stage.init_from == "posterior":
+        if self.tie_item_intent and self.phase.init_from == "posterior":
             # same_y_m: p(y|m) uses the posterior's value projection, frozen in the M-step.
             value = params["posterior"]["params"]["value"]
             params["prior"]["params"]["item_intent"] = jax.tree.map(jnp.asarray, value)
@@ -237,23 +241,23 @@ class EMTask:
         return loop.TrainState.create(params, self.tx, step_rng, extras)
 
     def _inherits(self, name: str) -> bool:
-        # Stages after "posterior" inherit the posterior; "em" stages also inherit the prior.
-        return name == "posterior" or "E" in self.phases
+        # Phases after "posterior" inherit the posterior; "em" phases also inherit the prior.
+        return name == "posterior" or "E" in self.passes
 
     # -- host data ----------------------------------------------------------------------------
 
     def num_train_batches(self) -> int:
-        return self._steps_per_pass * len(self.phases)
+        return self._steps_per_pass * len(self.passes)
 
     def train_batches(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         train, bs = self.splits["train"], self.cfg.batch_size
-        for p, phase in enumerate(self.phases):
+        for p, em_pass in enumerate(self.passes):
             order = em_data.epoch_order(len(self._train_rows), bs, self.cfg.seed, epoch, p)
             rows = self._train_rows[order]
             for start in range(0, len(rows), bs):
                 batch = train.rows(rows[start : start + bs], self._batch_keys)
                 batch["valid"] = np.ones(bs, bool)
-                batch["phase"] = phase
+                batch["pass"] = em_pass
                 yield batch
 
     def eval_batches(self, split: str):
@@ -307,9 +311,9 @@ class EMTask:
 
     # -- steps --------------------------------------------------------------------------------
 
-    def train_step(self, state, batch, phase: str):
-        """One E or M step (jitted once per phase by the Trainer)."""
-        if phase == "E":
+    def train_step(self, state, batch, em_pass: str):
+        """One E or M step (jitted once per pass by the Trainer)."""
+        if em_pass == "E":
             return self._e_step(state, batch)
         return self._m_step(state, batch)
 

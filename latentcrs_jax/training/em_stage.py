@@ -1,11 +1,11 @@
-"""The train stage: the EM stages (and baselines, ablations) for every seed of the config.
+"""The train stage: the EM phases (and baselines, ablations) for every seed of the config.
 
 Reads `<workdir>/data`, `<workdir>/embeddings` and `<workdir>/pretrain`, computes the frozen
 user states once (saving the test split's, `artifacts.save_user_states`), then runs each
 plan of `config.em_plans` for each seed of `config.em_seeds` into
-`<workdir>/em/seed<k>/<stage>/` (checkpoints, metrics.jsonl, final_metrics.json,
-best_params.msgpack). A finished stage (manifest) is skipped; an interrupted one resumes from
-its checkpoints. Stages of one seed share the "posterior" stage.
+`<workdir>/em/seed<k>/<phase>/` (checkpoints, metrics.jsonl, final_metrics.json,
+best_params.msgpack). A finished phase (manifest) is skipped; an interrupted one resumes from
+its checkpoints. The plans of one seed share the "posterior" phase.
 """
 
 import dataclasses
@@ -78,7 +78,7 @@ def load_inputs(
 
 
 def upstream_fingerprint(workdir: str | pathlib.Path) -> str:
-    """What the EM stages read from earlier stages (embeddings, backbone), as one hash."""
+    """What the EM phases read from earlier stages (embeddings, backbone), as one hash."""
     workdir = pathlib.Path(workdir)
     return stage_manifest.fingerprint(
         embeddings=stage_manifest.content_hash(encode_stage.stage_dir(workdir)),
@@ -92,7 +92,7 @@ def user_states_fingerprint(upstream: str, faithful_positions: bool) -> str:
 
 
 class LazyEMInputs:
-    """The upstream fingerprint now, `load_inputs` on first `get()`: a run whose stages are
+    """The upstream fingerprint now, `load_inputs` on first `get()`: a run whose phases are
     all finished never computes the frozen user states."""
 
     def __init__(self, config, workdir: str | pathlib.Path, *, faithful_positions: bool):
@@ -108,20 +108,28 @@ class LazyEMInputs:
         return self._inputs
 
 
-def run_stage(
+def _hashed(phase: em.EMPhase) -> dict:
+    """The phase as fingerprinted (under the names hashed since the first release, so that
+    finished phases stay complete)."""
+    fields = dataclasses.asdict(phase)
+    fields["phases"] = fields.pop("passes")
+    return fields
+
+
+def run_phase(
     cfg: em.EMConfig,
-    stage: em.EMStage,
+    phase: em.EMPhase,
     inputs: "EMInputs | LazyEMInputs",
     out: pathlib.Path,
     init_params,
     mesh,
 ) -> dict:
-    """Runs (or skips, when finished) one EM stage; returns its `final_metrics.json`."""
+    """Runs (or skips, when finished) one EM phase; returns its `final_metrics.json`."""
     fp = stage_manifest.fingerprint(
-        upstream=inputs.upstream, em=dataclasses.asdict(cfg), stage=dataclasses.asdict(stage)
+        upstream=inputs.upstream, em=dataclasses.asdict(cfg), stage=_hashed(phase)
     )
     if stage_manifest.is_complete(out, fp):
-        logging.info("EM stage %s is complete; skipping", out)
+        logging.info("EM phase %s is complete; skipping", out)
         return json.loads((out / "final_metrics.json").read_text())
     # Checkpoints of another config must not be resumed: this phase starts over.
     stage_manifest.claim(out, fp, replace=True, writer=jax.process_index() == 0)
@@ -131,7 +139,7 @@ def run_stage(
     inputs = inputs.get()
     task = em.EMTask(
         cfg,
-        stage,
+        phase,
         inputs.splits,
         inputs.item_emb,
         inputs.intents,
@@ -143,7 +151,7 @@ def run_stage(
         loop.TrainerConfig(
             max_epochs=task.cfg.max_epochs,
             patience=task.cfg.patience,
-            early_stop_metric=f"valid/{stage.stop_head}/ndcg@10",
+            early_stop_metric=f"valid/{phase.stop_head}/ndcg@10",
             seed=cfg.seed,
         ),
         out,
@@ -166,28 +174,28 @@ def run(config, workdir: str | pathlib.Path) -> str:
         seed_dir = stage_dir(workdir) / f"seed{seed}"
         cfg = dataclasses.replace(base, seed=int(seed))
         done: dict[str, pathlib.Path] = {}
-        plans = [em.STAGE_PLANS[name] for name in config.em_plans]
+        plans = [em.PHASE_PLANS[name] for name in config.em_plans]
         posterior = em.main_plan()[0]
         for plan in plans:
-            for stage in plan:
-                if stage.init_from == "posterior" and "posterior" not in done:
-                    run_stage(cfg, posterior, inputs, seed_dir / "posterior", None, mesh)
+            for phase in plan:
+                if phase.init_from == "posterior" and "posterior" not in done:
+                    run_phase(cfg, posterior, inputs, seed_dir / "posterior", None, mesh)
                     done["posterior"] = seed_dir / "posterior"
-                if stage.name in done:
+                if phase.name in done:
                     continue
                 init = None
-                if stage.init_from:
-                    init = artifacts.load_params(done[stage.init_from] / artifacts.BEST_PARAMS)
-                final = run_stage(cfg, stage, inputs, seed_dir / stage.name, init, mesh)
-                done[stage.name] = seed_dir / stage.name
+                if phase.init_from:
+                    init = artifacts.load_params(done[phase.init_from] / artifacts.BEST_PARAMS)
+                final = run_phase(cfg, phase, inputs, seed_dir / phase.name, init, mesh)
+                done[phase.name] = seed_dir / phase.name
                 lines.append(
-                    f"seed {seed} {stage.name}: test NDCG@10 "
+                    f"seed {seed} {phase.name}: test NDCG@10 "
                     + ", ".join(
                         f"{h} {final.get(f'test/{h}/ndcg@10', float('nan')):.4f}" for h in em.HEADS
                     )
                 )
     fp = user_states_fingerprint(inputs.upstream, base.faithful_backbone)
     if artifacts.load_user_states(workdir, "test", fp) is None:
-        # Stages that finished before the states were saved (or of another upstream).
+        # Phases that finished before the states were saved (or of another upstream).
         load_inputs(config, workdir, faithful_positions=base.faithful_backbone, splits=("test",))
     return "\n".join(lines)
