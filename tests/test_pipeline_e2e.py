@@ -50,6 +50,7 @@ def test_pipeline_end_to_end_then_skips(tiny_encoded_workdir, tmp_path, monkeypa
     again = []
     pipeline.run(config, workdir, emit=again.append)
     assert None not in loads  # finished EM stages never load their inputs (the report: test)
+    assert not loads  # the report reads the saved test user states: no backbone run
     assert stamps() == before
     assert [(workdir / p).read_bytes() for p in rederived] == tables
     assert again[-4] == lines[-4]  # the same multi-turn table
