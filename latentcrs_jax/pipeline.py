@@ -12,8 +12,10 @@ import pathlib
 import time
 from collections.abc import Callable
 
+import jax
 from absl import logging
 
+from latentcrs_jax import preflight, workdir_config
 from latentcrs_jax import report as report_lib
 from latentcrs_jax.conversation import multi_turn_stage
 from latentcrs_jax.data import prepare as prepare_stage
@@ -76,14 +78,20 @@ def run(
     workdir: str | pathlib.Path,
     emit: Callable[[str], None] = logging.info,
     until: str | None = None,
+    check_endpoints: bool = True,
 ) -> None:
-    """Runs `stages_until(until)` in order; finished ones skip themselves."""
+    """Runs `stages_until(until)` in order; finished ones skip themselves.
+
+    `check_endpoints=False` skips the endpoints' test requests (a caller that sent them).
+    """
     stages = stages_until(until)
-    if "multi_turn" in (s.name for s in stages):
-        # A bad tracker endpoint or key fails now, not after training.
-        multi_turn_stage.preflight(config)
+    # Bad fields, batch sizes the devices cannot share, unreachable endpoints: fail now, not
+    # after training.
+    preflight.check(config, [s.name for s in stages], endpoints=check_endpoints)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        workdir_config.record(config, workdir)  # What chat, evaluate and report read by default.
     start = time.time()
     for k, stage in enumerate(stages, 1):
         emit(f"[{k}/{len(stages)}] {stage.name} (elapsed {time.time() - start:.0f}s)")

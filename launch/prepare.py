@@ -6,7 +6,8 @@ r"""Prepare stage: raw files -> processed dataset in <workdir>/data, then the st
 
 from absl import flags
 
-from latentcrs_jax.data import dataset, prepare
+from latentcrs_jax import preflight, workdir_config
+from latentcrs_jax.data import dataset, prepare, stats
 from launch import common
 
 _CONFIG, _WORKDIR = common.define_config_and_workdir()
@@ -19,9 +20,12 @@ _EXPORT = flags.DEFINE_string(
 
 def main(argv):
     del argv
-    common.run_pipeline_until(_CONFIG.value, _WORKDIR.value, "prepare")
+    preflight.check(_CONFIG.value, ["prepare"])
+    workdir_config.record(_CONFIG.value, _WORKDIR.value)
+    ds = prepare.prepare(_CONFIG.value.data, _WORKDIR.value)
+    print(stats.format_table(ds.stats, ds.name))
     if _EXPORT.value:
-        dataset.export_sequences(prepare.prepare(_CONFIG.value.data, _WORKDIR.value), _EXPORT.value)
+        dataset.export_sequences(ds, _EXPORT.value)
         print(f"sequences written to {_EXPORT.value}")
 
 

@@ -17,7 +17,12 @@ import pytest
 
 from configs import base
 from latentcrs_jax import pipeline
-from latentcrs_jax.conversation import chat, multi_turn, multi_turn_protocol, multi_turn_stage
+from latentcrs_jax.conversation import (
+    chat,
+    multi_turn,
+    multi_turn_results,
+    multi_turn_stage,
+)
 from latentcrs_jax.conversation import llm_tracker as lt
 from latentcrs_jax.conversation import tracker_reply as tr
 from latentcrs_jax.conversation.features import FeatureVocab
@@ -370,7 +375,7 @@ def test_multi_turn_uses_the_llm_features_with_one_batch_per_round(serve, vocab)
         requests_per_round.append(len(server.requests))
         return _Ranker().score(histories, texts)
 
-    results, dialogues = multi_turn_protocol.evaluate(
+    results, dialogues = multi_turn_results.evaluate(
         {"latentcrs": Recommender("latentcrs", score)},
         np.zeros((2, 3), np.int32),
         np.array([5, 6], np.int32),  # Clueless and Fargo: comedies ranked 5th and 6th.

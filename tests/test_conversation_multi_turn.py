@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from latentcrs_jax import stage_manifest
-from latentcrs_jax.conversation import multi_turn, multi_turn_protocol, multi_turn_stage
+from latentcrs_jax.conversation import (
+    multi_turn,
+    multi_turn_protocol,
+    multi_turn_results,
+    multi_turn_stage,
+)
 from latentcrs_jax.conversation.features import FeatureVocab
 from latentcrs_jax.conversation.transcripts import read_transcripts
 from latentcrs_jax.data.items import make_item
@@ -126,7 +131,7 @@ def _run_scripted(systems=("latentcrs_f", "latentcrs"), **settings):
     cfg = multi_turn.MultiTurnSettings(
         systems=systems, top_k=2, candidates=6, mask_history=False, **settings
     )
-    results, dialogues = multi_turn_protocol.evaluate(
+    results, dialogues = multi_turn_results.evaluate(
         recs,
         np.zeros((5, 4), np.int32),
         targets,

@@ -17,11 +17,17 @@ Protocol, for every system of `config.multi_turn.systems` on the same seeded tes
 Metrics: SR@r = share of samples that succeeded by round r (r = 1..R); AT = mean over samples of
 the success round, a failure counting R.
 
+LatentCRS^V (`latentcrs_v`) re-ranks the top `validator_candidates` of ^F's list with a validator
+(`validator.py`): the keyless stand-in by default, or an LLM on the `llm_*` endpoint with
+`validator="llm"`. The LLM-only baseline (`llm_only`, `llm_recommender.py`) asks that endpoint
+for titles each round; without an endpoint its row is skipped. Every LLM call is counted by
+system and role, and `multi_turn.md` ends with the token-cost table (`costs.py`).
+
 Rounds are batched across samples and systems: per round, every text a text-using system will
 rank is embedded in one call (`EmbeddingMemo.prefetch`; systems that share a dialogue text
 share its embedding), then each system scores its open dialogues `batch_size` rows at a time
-(padded, so one compile per system). The settings are in multi_turn.py, the written
-outputs in multi_turn_output.py, the pipeline stage in multi_turn_stage.py.
+(padded, so one compile per system). The settings are in multi_turn.py, the per-system
+results and the files in multi_turn_results.py, the pipeline stage in multi_turn_stage.py.
 """
 
 from __future__ import annotations
@@ -36,12 +42,19 @@ import numpy as np
 from absl import logging
 
 from latentcrs_jax.conversation import filter as filter_lib
+from latentcrs_jax.conversation import llm_recommender as llm_rec_lib
 from latentcrs_jax.conversation import llm_tracker
 from latentcrs_jax.conversation import transcripts as transcripts_lib
+from latentcrs_jax.conversation import validator as validator_lib
 from latentcrs_jax.conversation.features import FeatureVocab
-from latentcrs_jax.conversation.multi_turn import SYSTEM_SPECS, MultiTurnSettings, SystemSpec
+from latentcrs_jax.conversation.multi_turn import (
+    LLM_ONLY,
+    MultiTurnSettings,
+    SystemSpec,
+)
 from latentcrs_jax.conversation.state import ConversationState
 from latentcrs_jax.simulator.state import DialogueState, Utterance, history_ids
+from latentcrs_jax.simulator.tokens import TokenUsage
 
 
 def sample_indices(num_available: int, num_samples: int, seed: int) -> list[int]:
@@ -104,7 +117,14 @@ class EmbeddingMemo:
 class _Dialogue:
     sim: DialogueState
     conv: ConversationState
+    system: str = ""
     success_round: int | None = None
+    usage: dict[str, TokenUsage] = dataclasses.field(default_factory=dict)
+
+    def spend(self, role: str, usage: TokenUsage | None) -> None:
+        """Adds the tokens of a call made for this dialogue to its `role`."""
+        if usage is not None:
+            self.usage[role] = self.usage.get(role, TokenUsage()) + usage
 
 
 def _score_rows(
@@ -124,6 +144,11 @@ def _score_rows(
     return out
 
 
+def _shown_count(spec: SystemSpec, settings: MultiTurnSettings) -> int:
+    """How many of the filtered list a system takes: ^V's candidates, else `top_k`."""
+    return settings.validator_candidates if spec.validate else settings.top_k
+
+
 def _recommend(
     spec: SystemSpec,
     conv: ConversationState,
@@ -133,7 +158,10 @@ def _recommend(
     has_title: Sequence[bool],
     settings: MultiTurnSettings,
 ) -> tuple[list[int], str]:
-    """The items one system shows for one dialogue this round, and its utterance."""
+    """The items one system shows for one dialogue this round, and its utterance.
+
+    For ^V (`spec.validate`) the list is ^F's top `validator_candidates`, to be re-ranked.
+    """
     if not spec.hard_filter:
         shown = list(ranked[: settings.top_k])
         return shown, filter_lib.system_utterance([titles[i] for i in shown])
@@ -143,20 +171,63 @@ def _recommend(
         conv.included,
         conv.excluded,
         conv.shown,
-        top_k=settings.top_k,
+        top_k=_shown_count(spec, settings),
         candidates=settings.candidates,
         has_title=has_title.__getitem__,
         shown_last=not settings.faithful_filter_order,
     )
-    text = filter_lib.system_utterance(
+    return shown, _filtered_utterance(conv, shown, vocab, titles)
+
+
+def _filtered_utterance(conv, shown, vocab, titles) -> str:
+    return filter_lib.system_utterance(
         [titles[i] for i in shown],
         [vocab.label(f) for f in conv.included],
         [vocab.label(f) for f in conv.excluded],
     )
-    return shown, text
 
 
-def simulate_dialogues(
+def _validated(
+    validator: Any,
+    rows: Sequence[_Dialogue],
+    candidates: Sequence[list[int]],
+    texts: Sequence[str],
+    vocab: FeatureVocab,
+    titles: Sequence[str],
+    settings: MultiTurnSettings,
+) -> list[tuple[list[int], str]]:
+    """^V's shown items and utterance per dialogue: the validator's order of ^F's candidates,
+    items already shown behind the others (unless `faithful_filter_order`), the first top_k."""
+    results = validator.rerank_many([d.conv.turns for d in rows], candidates, texts)
+    out = []
+    for d, result in zip(rows, results):
+        d.spend("validator", result.usage if validator.kind == "llm" else None)
+        order = result.order
+        if not settings.faithful_filter_order:
+            order = validator_lib.shown_last(order, d.conv.shown)
+        shown = order[: settings.top_k]
+        out.append((shown, _filtered_utterance(d.conv, shown, vocab, titles)))
+    return out
+
+
+def _llm_only(
+    recommender: llm_rec_lib.LLMRecommender,
+    rows: Sequence[_Dialogue],
+    titles: Sequence[str],
+    settings: MultiTurnSettings,
+) -> list[tuple[list[int], str]]:
+    """The LLM-only baseline's shown items and utterance per dialogue."""
+    results = recommender.recommend_many([d.conv.turns for d in rows])
+    out = []
+    for d, result in zip(rows, results):
+        d.spend("recommender", result.usage)
+        history = d.conv.history if settings.mask_history else ()
+        shown = llm_rec_lib.choose_shown(result.items, settings.top_k, d.conv.shown, history)
+        out.append((shown, filter_lib.system_utterance([titles[i] for i in shown])))
+    return out
+
+
+def run_dialogues(
     recommenders: Mapping[str, Any],
     specs: Sequence[SystemSpec],
     histories: np.ndarray,
@@ -169,7 +240,9 @@ def simulate_dialogues(
     settings: MultiTurnSettings,
     prefetch: Callable[[Sequence[str]], None] | None = None,
     tracker: llm_tracker.LLMStateTracker | None = None,
-) -> dict[str, list[transcripts_lib.Transcript]]:
+    validator: Any = None,
+    llm_recommender: llm_rec_lib.LLMRecommender | None = None,
+) -> dict[str, list[_Dialogue]]:
     """Runs the protocol for every system on the same samples.
 
     Args:
@@ -179,7 +252,8 @@ def simulate_dialogues(
       histories: int32[S, H] left-padded histories of the samples.
       targets: int32[S] target ids.
       keys: S sample keys.
-      first_utterances: S first-turn utterances (the cached x_u).
+      first_utterances: S first-turn utterances (the cached x_u; their `usage` counts as the
+        simulator's tokens of every system's dialogue).
       simulator: `TemplateSimulator` or `LLMSimulator` (needs `respond_many`).
       items: the items table (items[0] is PAD).
       vocab: the feature vocabulary of `items`.
@@ -187,9 +261,12 @@ def simulate_dialogues(
       prefetch: called with every text of a round before scoring (an `EmbeddingMemo`).
       tracker: the LLM state tracker (None: the rule tracker, `vocab.stated`); its calls are
         batched, one `complete_many` per round over every open dialogue of every system.
+      validator: ^V's `validator.LLMValidator` or `validator.StandInValidator` (needed by a
+        spec with `validate`); one batch per round.
+      llm_recommender: the LLM-only baseline (needed by a spec whose recommender is LLM_ONLY).
 
     Returns:
-      system name -> S transcripts in sample order (`sample_index` is the position here).
+      system name -> S dialogues in sample order.
     """
     histories = np.asarray(histories)
     n = len(targets)
@@ -200,7 +277,6 @@ def simulate_dialogues(
     titles = [filter_lib.item_title(it) for it in items]
     has_title = [bool(it.get("title")) for it in items]
     batch = min(settings.batch_size, max(n, 1))
-    pool = settings.candidates + 2 * settings.top_k
     rule_vocab = vocab if tracker is None else None  # The LLM tracker reads turns in batches.
     dialogues: dict[str, list[_Dialogue]] = {}
     for spec in specs:
@@ -217,12 +293,24 @@ def simulate_dialogues(
             )
             conv = ConversationState(history=list(hist_ids[j]))
             conv.add_user_turn(utt.text, rule_vocab, hist_titles[j])
-            rows.append(_Dialogue(sim, conv))
+            rows.append(_Dialogue(sim, conv, spec.name))
+            rows[-1].spend("simulator", utt.usage)
         dialogues[spec.name] = rows
-    if tracker is not None:  # Every system's dialogue starts the same: one request per sample.
-        tracker.update(
-            [d.conv for s in specs for d in dialogues[s.name]],
-            [hist_titles[j] for s in specs for j in range(n)],
+
+    def track(pairs: Sequence[tuple[_Dialogue, Sequence[str]]]) -> None:
+        # Every system's dialogue starts the same: identical requests are sent once.
+        results = tracker.update([d.conv for d, _ in pairs], [t for _, t in pairs])
+        for (d, _), result in zip(pairs, results):
+            d.spend("tracker", result.usage)
+
+    if tracker is not None:
+        track(
+            [
+                (d, hist_titles[j])
+                for s in specs
+                if s.tracked
+                for j, d in enumerate(dialogues[s.name])
+            ]
         )
     start = time.perf_counter()
     for rnd in range(1, settings.rounds + 1):
@@ -238,23 +326,42 @@ def simulate_dialogues(
             for s in specs
         }
         if prefetch is not None:
-            prefetch([t for s in specs if s.uses_text for t in texts[s.name]])
+            prefetch(
+                [
+                    t
+                    for s in specs
+                    if s.uses_text or (s.validate and getattr(validator, "kind", "") == "standin")
+                    for t in texts[s.name]
+                ]
+            )
         replies: list[tuple[_Dialogue, list[int], str, list[str]]] = []
         for spec in specs:
             rows = open_rows[spec.name]
             if not rows:
                 continue
-            ranked = _score_rows(
-                recommenders[spec.recommender],
-                histories[rows],
-                texts[spec.name],
-                batch,
-                pool,
-                settings.mask_history,
-            )
-            for j, ids in zip(rows, ranked):
-                d = dialogues[spec.name][j]
-                shown, text = _recommend(spec, d.conv, ids, vocab, titles, has_title, settings)
+            ds = [dialogues[spec.name][j] for j in rows]
+            if spec.recommender == LLM_ONLY:
+                proposals = _llm_only(llm_recommender, ds, titles, settings)
+            else:
+                k = settings.candidates + 2 * _shown_count(spec, settings)
+                ranked = _score_rows(
+                    recommenders[spec.recommender],
+                    histories[rows],
+                    texts[spec.name],
+                    batch,
+                    k,
+                    settings.mask_history,
+                )
+                proposals = [
+                    _recommend(spec, d.conv, ids, vocab, titles, has_title, settings)
+                    for d, ids in zip(ds, ranked)
+                ]
+                if spec.validate:
+                    candidates = [shown for shown, _ in proposals]
+                    proposals = _validated(
+                        validator, ds, candidates, texts[spec.name], vocab, titles, settings
+                    )
+            for j, d, (shown, text) in zip(rows, ds, proposals):
                 d.conv.add_system_turn(text, shown)
                 if int(targets[j]) in shown:
                     d.success_round = rnd
@@ -267,8 +374,10 @@ def simulate_dialogues(
             for (d, _, _, ignore), (new_sim, utt) in zip(replies, answers):
                 d.sim = new_sim
                 d.conv.add_user_turn(utt.text, rule_vocab, ignore)
+                d.spend("simulator", utt.usage)
             if tracker is not None:
-                tracker.update([r[0].conv for r in replies], [r[3] for r in replies])
+                tracked = {s.name for s in specs if s.tracked}
+                track([(r[0], r[3]) for r in replies if r[0].system in tracked])
         logging.info(
             "multi-turn round %d/%d: %s (%.1fs)",
             rnd,
@@ -279,15 +388,26 @@ def simulate_dialogues(
             ),
             time.perf_counter() - start,
         )
+    return dialogues
+
+
+def to_transcripts(
+    specs: Sequence[SystemSpec],
+    dialogues: Mapping[str, Sequence[_Dialogue]],
+    keys: Sequence[str],
+    targets: np.ndarray,
+    items: Sequence[Mapping[str, Any]],
+    labels: Mapping[str, str],
+) -> dict[str, list[transcripts_lib.Transcript]]:
     return {
         spec.name: [
             transcripts_lib.Transcript(
                 system=spec.name,
-                label=spec.label,
+                label=labels.get(spec.name, spec.label),
                 sample_index=j,
                 sample_key=str(keys[j]),
                 target=int(targets[j]),
-                target_title=titles[int(targets[j])],
+                target_title=filter_lib.item_title(items[int(targets[j])]),
                 success_round=d.success_round,
                 state=d.conv,
             )
@@ -297,34 +417,25 @@ def simulate_dialogues(
     }
 
 
-def evaluate(
+def simulate_dialogues(
     recommenders: Mapping[str, Any],
+    specs: Sequence[SystemSpec],
     histories: np.ndarray,
     targets: np.ndarray,
     keys: Sequence[str],
     first_utterances: Sequence[Utterance],
     simulator: Any,
     items: Sequence[Mapping[str, Any]],
-    domain: str,
+    vocab: FeatureVocab,
     settings: MultiTurnSettings,
     prefetch: Callable[[Sequence[str]], None] | None = None,
     tracker: llm_tracker.LLMStateTracker | None = None,
-) -> tuple[dict[str, dict[str, Any]], dict[str, list[transcripts_lib.Transcript]]]:
-    """Runs every configured system whose recommender exists; returns (results, transcripts).
-
-    `results[name]` is `success_metrics(...)` plus "label", "recommender" and "hard_filter".
-    Systems whose recommender is missing (e.g. no fusion run) are skipped with a warning.
-    With an LLM `tracker`, its vocabulary is the filter's (build it from `items`, `domain`).
-    """
-    specs = []
-    for name in settings.systems:
-        spec = SYSTEM_SPECS[name]
-        if spec.recommender in recommenders:
-            specs.append(spec)
-        else:
-            logging.warning("multi-turn: no %r recommender; skipping %s", spec.recommender, name)
-    vocab = tracker.vocab if tracker is not None else FeatureVocab(items, domain)
-    dialogues = simulate_dialogues(
+    validator: Any = None,
+    llm_recommender: llm_rec_lib.LLMRecommender | None = None,
+) -> dict[str, list[transcripts_lib.Transcript]]:
+    """`run_dialogues` (same arguments) as transcripts: system name -> S transcripts in sample
+    order (`sample_index` is the position here)."""
+    dialogues = run_dialogues(
         recommenders,
         specs,
         histories,
@@ -337,14 +448,7 @@ def evaluate(
         settings,
         prefetch,
         tracker,
+        validator,
+        llm_recommender,
     )
-    results = {}
-    for spec in specs:
-        metrics = success_metrics([t.success_round for t in dialogues[spec.name]], settings.rounds)
-        results[spec.name] = {
-            "label": spec.label,
-            "recommender": spec.recommender,
-            "hard_filter": spec.hard_filter,
-            **metrics,
-        }
-    return results, dialogues
+    return to_transcripts(specs, dialogues, keys, targets, items, {})

@@ -8,7 +8,9 @@ Rows (all full ranking over every item, PAD never ranked, history masked unless
   popularity           training-interaction counts;
   text-only retrieval  cosine(utterance embedding, item-text embedding);
   joint fusion (no EM) the prior's architecture trained with the rec loss alone;
-  no KL / no rec loss  ablations of the EM run.
+  no KL / no rec loss  ablations of the EM run;
+  LatentCRS^V          a validator re-ranks the prior's top N (`one_turn_validated.py`: the
+                       keyless stand-in per seed; the LLM validator, first seed, when set).
 Trained rows come from each EM phase's `final_metrics.json` (the best-valid state); the others
 are computed here. Output: `<workdir>/eval/one_turn.{json,md}`.
 """
@@ -23,7 +25,7 @@ import numpy as np
 from latentcrs_jax import fileio
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
-from latentcrs_jax.evaluation import ranking
+from latentcrs_jax.evaluation import one_turn_validated, ranking
 from latentcrs_jax.text import stage as encode_stage
 
 METRICS = tuple(f"{m}@{k}" for m in ("hit", "ndcg") for k in ranking.DEFAULT_KS)
@@ -138,6 +140,11 @@ def run(config, workdir: str | pathlib.Path) -> str:
     table = build_table(
         workdir, tuple(config.em_seeds), tuple(config.em_plans), bool(config.em.mask_history)
     )
+    for label, row in one_turn_validated.rows(config, workdir).items():
+        table[label] = {
+            m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v}
+            for m, v in row.items()
+        }
     md = to_markdown(table)
     fileio.write_json(workdir / "eval" / "one_turn.json", table)
     header = f"One-turn test results ({len(config.em_seeds)} seed(s), full ranking)\n\n"
