@@ -5,6 +5,7 @@ config field or the endpoint at fault: the typed settings of every section a sta
 the batch sizes against the device count, and each LLM endpoint with one test request.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,6 +39,69 @@ def stage_names(until: str | None) -> list[str]:
     return [s.name for s in pipeline.stages_until(until)]
 
 
+# Fields (by name, in any section) that must be at least 1: sizes, counts, limits, rates.
+POSITIVE = frozenset(
+    {
+        "batch_size",
+        "eval_batch_size",
+        "max_epochs",
+        "patience",
+        "num_intents",
+        "hidden",
+        "num_layers",
+        "num_heads",
+        "max_len",
+        "max_length",
+        "text_hidden",
+        "n_views",
+        "kmeans_iters",
+        "kmeans_redo",
+        "ce_chunk",
+        "query_blocks",
+        "rounds",
+        "top_k",
+        "candidates",
+        "num_negatives",
+        "validator_candidates",
+        "llm_only_titles",
+        "tracker_max_prompt_features",
+    }
+)
+# Name endings of fields that must be positive too (the endpoints' call settings).
+POSITIVE_SUFFIXES = ("max_concurrency", "max_tokens")
+# Fields that must be positive but may be below 1 (and every `*timeout_s`).
+POSITIVE_FLOATS = frozenset({"lr", "learning_rate", "temperature", "timeout_s"})
+
+
+def _numbers(node: Any, where: str):
+    """(dotted name, value) of every number in a config, nested sections and tuples included."""
+    if hasattr(node, "items"):
+        for key, value in node.items():
+            yield from _numbers(value, f"{where}.{key}")
+    elif isinstance(node, list | tuple):
+        for k, value in enumerate(node):
+            yield from _numbers(value, f"{where}[{k}]")
+    elif isinstance(node, int | float) and not isinstance(node, bool):
+        yield where, node
+
+
+def check_values(config) -> None:
+    """Numbers that no field can hold: nan or inf anywhere, negative values, zero sizes and
+    counts, dropouts and probabilities outside [0, 1)."""
+    for where, value in _numbers(config, "config"):
+        name = where.rsplit(".", 1)[-1]
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}={value} is not a finite number")
+        if value < 0:
+            raise ConfigError(f"{where}={value} must be >= 0")
+        if (name in POSITIVE or name.endswith(POSITIVE_SUFFIXES)) and value < 1:
+            raise ConfigError(f"{where}={value} must be >= 1")
+        if (name in POSITIVE_FLOATS or name.endswith("timeout_s")) and value <= 0:
+            raise ConfigError(f"{where}={value} must be > 0")
+        if (name.endswith("dropout") and value >= 1) or (name.endswith("_prob") and value > 1):
+            raise ConfigError(f"{where}={value} must be below 1")
+
+
 def _section(name: str, build: Callable[[], Any]) -> Any:
     try:
         return build()
@@ -53,12 +117,22 @@ def check_sections(config) -> None:
     from latentcrs_jax.simulator import api as simulator_api
     from latentcrs_jax.text import encode
     from latentcrs_jax.training import em
-    from latentcrs_jax.training.pretrain.config import pretrain_config_from
+    from latentcrs_jax.training.pretrain.config import model_config_from, pretrain_config_from
 
     for name in ("data", "backbone", "pretrain", "simulator", "text", "em", "multi_turn"):
         if config.get(name) is None:
             raise ConfigError(f"config.{name}: the section is missing (see configs/base.py)")
+    check_values(config)
+    if not tuple(config.get("em_seeds") or ()):
+        raise ConfigError("config.em_seeds is empty; give at least one seed, e.g. (0,)")
+    unknown = sorted(set(config.get("em_plans") or ()) - set(em.PHASE_PLANS))
+    if unknown or not tuple(config.get("em_plans") or ()):
+        raise ConfigError(
+            f"config.em_plans={tuple(config.get('em_plans') or ())}: unknown or none; "
+            f"known plans: {sorted(em.PHASE_PLANS)}"
+        )
     _section("pretrain", lambda: pretrain_config_from(config.pretrain))
+    _section("backbone", lambda: model_config_from(config.backbone, num_items=1))
     _section("em", lambda: em.EMConfig.from_config(config.em))
     _section("simulator", lambda: simulator_api.SimulatorConfig.from_config(config.simulator))
     _section("text", lambda: encode.TextSettings.from_config(config.text))

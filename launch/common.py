@@ -7,6 +7,7 @@ Other exceptions are bugs: they too end as one line, asking for `--traceback` (o
 LATENTCRS_TRACEBACK=1), which prints the full Python traceback instead.
 """
 
+import atexit
 import importlib.util
 import os
 import pathlib
@@ -126,7 +127,21 @@ def _lock_workdir(create: bool) -> None:
 
     if "workdir" not in flags.FLAGS or not flags.FLAGS.workdir:
         return
-    _LOCKS.append(workdir_lock.acquire(flags.FLAGS.workdir, create=create))
+    workdir = pathlib.Path(flags.FLAGS.workdir)
+    new = not workdir.exists()
+    lock = workdir_lock.acquire(workdir, create=create)
+    _LOCKS.append(lock)
+
+    def release():
+        try:  # A new workdir of a run that failed its checks is removed again.
+            if new and [p.name for p in workdir.iterdir()] == [workdir_lock.LOCK_FILE]:
+                lock.path.unlink()
+                workdir.rmdir()
+        except OSError:
+            pass
+        lock.release()  # Clears the holder's details; a kill leaves them, harmlessly.
+
+    atexit.register(release)
 
 
 def run(main, writes_workdir: bool = True, creates_workdir: bool = True) -> None:

@@ -47,12 +47,13 @@ def _one_line_error(proc) -> str:
         (["--config=configs/tiny.py", "--config.em.batch_size=abc"], r"batch_size=abc: invalid"),
         ([], r"^error: Flag --config must have a value"),
         (["--config.em.batch_size=3"], r"batch_size=3: an override needs --config="),
+        (["--config=configs/tiny.py", "--config.em.batch_size=0"], r"batch_size=0 must be >= 1"),
     ],
 )
 def test_flag_and_config_errors(tmp_path, args, message):
     proc = _launch("launch.run", *args, f"--workdir={tmp_path / 'w'}")
     assert __import__("re").search(message, _one_line_error(proc))
-    assert not (tmp_path / "w").exists()  # Nothing started.
+    assert not (tmp_path / "w").exists()  # Nothing started, or the new workdir is removed.
 
 
 def test_a_broken_config_file_names_its_line(tmp_path):

@@ -5,8 +5,11 @@ item-text embeddings) and returns named `Recommender`s, each with
 `score(histories int32[B, H], texts list[str]) -> float32[B, N+1]` (higher is better; the
 caller masks PAD and whatever else it needs). Texts are embedded with the workdir's encoder.
 
-Systems: "latentcrs" (the EM prior's mixture), "fusion" (the no-EM fusion prior), "backbone"
-(SASRec h_u . e_y, text ignored), "text" (cosine of text and item-text embeddings).
+Systems (each present when its stage or input exists), the rows of the one-turn table:
+"latentcrs" (the EM prior's mixture), "posterior" (q(m|u) of the same EM stage, text ignored),
+"backbone" (SASRec h_u . e_y, text ignored), "fusion" (the no-EM fusion prior), "no_kl" and
+"no_rec" (the ablations' EM priors), "text" (cosine of text and item-text embeddings),
+"popularity" (training-interaction counts, history and text ignored).
 """
 
 import dataclasses
@@ -20,6 +23,7 @@ import numpy as np
 from latentcrs_jax import artifacts
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
+from latentcrs_jax.evaluation import one_turn
 from latentcrs_jax.text import encode
 from latentcrs_jax.text import stage as encode_stage
 from latentcrs_jax.training import em, em_data
@@ -96,6 +100,39 @@ def _prior_system(name: str, ctx: Context, cfg: em.EMConfig, params, intents) ->
     return Recommender(name, score, intent_dist)
 
 
+def _posterior_system(ctx: Context, params, intents) -> Recommender:
+    posterior = em.latentcrs.Posterior(jnp.asarray(intents))
+    emb = jnp.asarray(ctx.item_emb)
+
+    @jax.jit
+    def forward(p, h):
+        q, user = posterior.apply(p, h)
+        return q, user @ emb.T
+
+    def score(history, texts):
+        del texts
+        return np.asarray(forward(params, ctx.user_states(history))[1])
+
+    def intent_dist(history, texts):
+        del texts
+        return np.asarray(forward(params, ctx.user_states(history))[0])
+
+    return Recommender("posterior", score, intent_dist)
+
+
+def _popularity_system(ctx: Context) -> Recommender:
+    counts = one_turn.popularity_scores(ctx.dataset)  # float32[N+1]
+
+    def score(history, texts):
+        return np.broadcast_to(counts, (len(history), counts.shape[0])).copy()
+
+    return Recommender("popularity", score)
+
+
+# System name -> EM stage whose prior it is (first EM seed unless `seed`).
+PRIOR_STAGES = {"latentcrs": "em", "fusion": "fusion", "no_kl": "no_kl_em", "no_rec": "no_rec_em"}
+
+
 def load_systems(
     config, workdir: str | pathlib.Path, seed: int | None = None, wrap_embed=None
 ) -> tuple[dict[str, Recommender], Context]:
@@ -108,14 +145,17 @@ def load_systems(
     systems = {
         "backbone": Recommender("backbone", lambda history, texts: ctx.user_states(history) @ emb.T)
     }
-    for name, stage in (("latentcrs", "em"), ("fusion", "fusion")):
-        path = artifacts.em_phase_dir(workdir, seed, stage) / artifacts.BEST_PARAMS
+    for name, phase in PRIOR_STAGES.items():
+        path = artifacts.em_phase_dir(workdir, seed, phase) / artifacts.BEST_PARAMS
         if path.is_file():
-            params = artifacts.load_params(path)["prior"]
-            systems[name] = _prior_system(name, ctx, cfg, params, ctx.intents)
+            params = artifacts.load_params(path)
+            systems[name] = _prior_system(name, ctx, cfg, params["prior"], ctx.intents)
+            if name == "latentcrs":
+                systems["posterior"] = _posterior_system(ctx, params["posterior"], ctx.intents)
     if ctx.item_text_emb is not None:
         items = ctx.item_text_emb
         systems["text"] = Recommender(
             "text", lambda history, texts: ctx.embed(list(texts)) @ items.T
         )
+    systems["popularity"] = _popularity_system(ctx)
     return systems, ctx
