@@ -320,3 +320,47 @@ def test_latentcrs_f_reorders_by_the_stated_features(items, vocab):
     assert results["latentcrs_f"]["masked"]["recall@10"] == pytest.approx(2 / 3)
     assert results["latentcrs"]["masked"]["recall@10"] == 1.0
     assert results["latentcrs_f"]["masked"]["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
+
+
+def test_latentcrs_v_reorders_the_filtered_top_by_the_validator(items, vocab):
+    # ^F's list starts Alien, Psycho (horror first; Matrix removed); a similarity-only stand-in
+    # (weight 0) whose item texts favour Psycho swaps the top 2; past them ^F's order stands.
+    from latentcrs_jax.conversation.validator import StandInValidator
+
+    ctx = [
+        protocol.Context(
+            "d",
+            1,
+            "t",
+            (),
+            (ID("Psycho"), ID("Silence of the Lambs, The")),
+            (True, False),
+            (("genre", "horror"),),
+            (("genre", "action"),),
+        )
+    ]
+    order = [ID("Matrix, The"), ID("Alien"), ID("Shawshank Redemption, The"), ID("Psycho")]
+
+    def score(histories, texts):
+        out = np.zeros((len(texts), len(items)), np.float32)
+        for k, i in enumerate(order):
+            out[:, i] = 10.0 - k
+        return out
+
+    item_text = np.tile(np.array([[0.0, 1.0]], np.float32), (len(items), 1))
+    item_text[ID("Psycho")] = [1.0, 0.0]
+    validator = StandInValidator(
+        lambda texts: np.tile([[1.0, 0.0]], (len(texts), 1)), item_text, 0.0
+    )
+    systems = {"latentcrs": Recommender("latentcrs", score)}
+    results, _ = evaluate.evaluate(
+        systems, ctx, 3, vocab, batch_size=2, validator=validator, validator_candidates=2
+    )
+    assert list(results) == ["latentcrs_f", "latentcrs_v", "latentcrs"]
+    # ^F: Alien 0, Psycho 1, then the other horror films by id: Silence of the Lambs 2.
+    # ^V: Psycho 0, Alien 1, Silence of the Lambs 2.
+    f, v = results["latentcrs_f"]["masked"], results["latentcrs_v"]["masked"]
+    assert (f["recall@1"], v["recall@1"]) == (0.0, 0.5)
+    assert f["ndcg@10"] == pytest.approx((1 / math.log2(3) + 0.5) / 2)
+    assert v["ndcg@10"] == pytest.approx((1 + 0.5) / 2)
+    assert results["latentcrs_v"]["masked_strict"]["recall@1"] == 1.0

@@ -20,6 +20,7 @@ from latentcrs_jax.text import encode
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SYSTEMS = [
     "latentcrs_f",
+    "latentcrs_v",
     "latentcrs",
     "posterior",
     "backbone",
@@ -46,6 +47,7 @@ def test_every_system_is_scored_and_written(evaluated, tiny_trained_workdir):
     assert (folder / "redial_fixture.md").read_text() == md + "\n"
     assert json.loads((folder / "redial_fixture.json").read_text())["contexts"] == out["contexts"]
     assert "| LatentCRS^F (stated features) |" in md and "| popularity |" in md
+    assert "| LatentCRS^V (stand-in validator, no LLM) |" in md
     for row in out["results"].values():
         for view in ("masked", "unmasked"):
             r = row[view]

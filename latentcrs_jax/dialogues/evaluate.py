@@ -6,7 +6,10 @@ and unmasked, over all targets and over the strict ones (suggested and liked by 
 The systems are `evaluation.recommenders.load_systems`'s, so every row of the one-turn table
 (and any system added there later) is scored; "latentcrs_f" is LatentCRS with the hard filter
 (`conversation.filter.hard_filter`, the multi-turn settings' `candidates`) re-ordering the top of
-its ranking by the seeker's stated features, the rest refilled in rank order.
+its ranking by the seeker's stated features, the rest refilled in rank order; "latentcrs_v"
+(when the workdir has item-text embeddings) re-orders the top `validator_candidates` of that
+list with the keyless stand-in validator (`conversation/validator.py`; the LLM validator is not
+run here), the context being the dialogue text.
 
 `run(config, workdir, path, ...)` reads a dialogue file, resolves its mentions, embeds every
 context once through the workdir's embedding cache (`embeddings/cache`, as every other text),
@@ -29,8 +32,10 @@ from latentcrs_jax.dialogues import protocol
 from latentcrs_jax.errors import UserInputError
 
 FILTERED = "latentcrs_f"
+VALIDATED = "latentcrs_v"
 LABELS = {  # System name -> row label (systems without one show their name).
     FILTERED: "LatentCRS^F (stated features)",
+    VALIDATED: "LatentCRS^V (stand-in validator, no LLM)",
     "latentcrs": "LatentCRS (prior mixture)",
     "posterior": "posterior q(m|u)",
     "backbone": "backbone SASRec (mention history)",
@@ -56,15 +61,17 @@ def _ranks_for_batch(
     has_title: Callable[[int], bool],
     candidates: int,
     mask: bool,
+    validator: Any = None,
+    validator_candidates: int = 20,
+    texts: Sequence[str] = (),
 ) -> list[list[int]]:
     targets = [c.targets for c in batch]
-    if name != FILTERED:
+    if name not in (FILTERED, VALIDATED):
         return metrics_lib.target_ranks(scores, history, targets, mask)
     top = max(metrics_lib.KS)
     pool = filter_lib.rank_items(scores, history, candidates + top, mask)
-    out = []
-    for c, ranked in zip(batch, pool):
-        shown = filter_lib.hard_filter(
+    lists = [
+        filter_lib.hard_filter(
             ranked,
             vocab.features_of,
             c.included,
@@ -73,8 +80,13 @@ def _ranks_for_batch(
             candidates=candidates,
             has_title=has_title,
         )
-        out.append(metrics_lib.list_ranks(shown, c.targets))
-    return out
+        for c, ranked in zip(batch, pool)
+    ]
+    if name == VALIDATED:  # The validator re-orders ^F's top N; the rest stays in ^F's order.
+        n = validator_candidates
+        done = validator.rerank_many([()] * len(lists), [x[:n] for x in lists], texts)
+        lists = [r.order + x[n:] for r, x in zip(done, lists)]
+    return [metrics_lib.list_ranks(x, c.targets) for x, c in zip(lists, batch)]
 
 
 def evaluate(
@@ -85,6 +97,8 @@ def evaluate(
     has_title: Callable[[int], bool] = lambda i: True,
     batch_size: int = 256,
     candidates: int = 50,
+    validator: Any = None,
+    validator_candidates: int = 20,
 ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float]]:
     """Scores every context with every system.
 
@@ -97,6 +111,8 @@ def evaluate(
       has_title: item id -> whether it can be shown (the hard filter drops the others).
       batch_size: contexts per scoring call.
       candidates: top of the ranking the hard filter re-orders.
+      validator: with one (`conversation.validator.StandInValidator`), LatentCRS^V re-orders
+        the top `validator_candidates` of LatentCRS^F's list by it, the context as dialogue.
 
     Returns:
       ({system: {"<view>" / "<view>_strict": metrics}}, {system: seconds}), views "masked" and
@@ -105,13 +121,15 @@ def evaluate(
     names = list(systems)
     if "latentcrs" in systems and vocab is not None:
         names.append(FILTERED)
+        if validator is not None:
+            names.append(VALIDATED)
     order = list(LABELS)  # The one-turn table's order; systems without a label come last.
     names.sort(key=lambda n: order.index(n) if n in order else len(order))
     history = protocol.history_matrix(contexts, history_len)
     strict = np.array([s for c in contexts for s in c.strict], dtype=bool)
     results, seconds = {}, {}
     for name in names:
-        rec = systems["latentcrs" if name == FILTERED else name]
+        rec = systems["latentcrs" if name in (FILTERED, VALIDATED) else name]
         start = time.perf_counter()
         ranks: dict[str, list[int]] = {v: [] for v in VIEWS}
         for lo in range(0, len(contexts), batch_size):
@@ -125,7 +143,17 @@ def evaluate(
             scores = np.asarray(rec.score(h, texts))[:n]
             for view in VIEWS:
                 rows = _ranks_for_batch(
-                    name, scores, batch, h[:n], vocab, has_title, candidates, view == "masked"
+                    name,
+                    scores,
+                    batch,
+                    h[:n],
+                    vocab,
+                    has_title,
+                    candidates,
+                    view == "masked",
+                    validator,
+                    validator_candidates,
+                    texts[:n],
                 )
                 ranks[view] += [r for row in rows for r in row]
         seconds[name] = time.perf_counter() - start

@@ -20,6 +20,8 @@ from typing import Any
 from absl import logging
 
 from latentcrs_jax import fileio, stage_manifest
+from latentcrs_jax.conversation import multi_turn
+from latentcrs_jax.conversation import validator as validator_lib
 from latentcrs_jax.conversation.features import FeatureVocab
 from latentcrs_jax.dialogues import evaluate as evaluate_lib
 from latentcrs_jax.dialogues import metrics as metrics_lib
@@ -35,17 +37,17 @@ def out_dir(workdir: str | pathlib.Path) -> pathlib.Path:
 
 def _disk_cached(workdir: pathlib.Path):
     """`wrap_embed` for `load_systems`: an in-memory memo over the workdir's embedding cache."""
-    from latentcrs_jax.conversation.multi_turn import EmbeddingMemo
-
     manifest = stage_manifest.read(encode_stage.stage_dir(workdir)) or {}
     model_id = str(manifest.get("model_id", ""))
 
     def wrap(embed):
         if not model_id or model_id.startswith("precomputed:"):
-            return EmbeddingMemo(embed)
+            return multi_turn.EmbeddingMemo(embed)
         cache = cache_lib.EmbeddingCache(encode_stage.stage_dir(workdir) / "cache", model_id)
         encoder = types.SimpleNamespace(encode=embed)
-        return EmbeddingMemo(lambda texts: cache_lib.encode_with_cache(encoder, cache, list(texts)))
+        return multi_turn.EmbeddingMemo(
+            lambda texts: cache_lib.encode_with_cache(encoder, cache, list(texts))
+        )
 
     return wrap
 
@@ -157,6 +159,12 @@ def run(
             f"catalogue ({resolver.coverage.resolved} of {resolver.coverage.mentions} mentions "
             "resolved): nothing to evaluate"
         )
+    settings = multi_turn.MultiTurnSettings.from_config(config.multi_turn)
+    validator = None
+    if ctx.item_text_emb is not None:
+        validator = validator_lib.StandInValidator(
+            ctx.embed, ctx.item_text_emb, settings.validator_standin_weight
+        )
     start = time.perf_counter()
     ctx.embed.prefetch([c.text for c in contexts])
     encode_seconds = time.perf_counter() - start
@@ -167,7 +175,9 @@ def run(
         vocab,
         has_title=lambda i: bool(ds.items[i].get("title")),
         batch_size=batch_size,
-        candidates=int(config.multi_turn.candidates),
+        candidates=settings.candidates,
+        validator=validator,
+        validator_candidates=settings.validator_candidates,
     )
     scoring = sum(seconds.values())
     out = {
