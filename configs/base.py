@@ -148,6 +148,12 @@ def get_em_config() -> ml_collections.ConfigDict:
     e.faithful_duplicates = False  # Every training sample 6 times per epoch (7.1).
     e.faithful_same_y_m = False  # Train the prior's own item_intent (released scripts, 7.3).
     e.faithful_lr = False  # Constant learning rate: the scheduler never ran (7.2).
+    # Beyond the paper (issue 18; the defaults are the paper's model, see `apply_plus`):
+    e.prior_temperature = 1.0  # tau of p(m|u,x) = softmax(logits / tau); < 1 sharpens.
+    e.prior_top_k = 0  # Keep only the k most likely intents of p(m|u,x) (0: all).
+    e.m_entropy_weight = 0.0  # M-step: + weight * H(p(m|u,x)) (> 0 sharpens).
+    e.residual_weight = 0.0  # S(u,x,y) += this * h_u . e_y (a residual behaviour channel).
+    e.text_item_weight = 0.0  # S += gamma cos(x, t_y), gamma learned from this init (0: off).
     return e
 
 
@@ -161,7 +167,14 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
     m.sample_seed = 1024  # Python `random` seed of the sample draw (authors: 1024).
     m.ranking_text = "dialogue"  # Ranked text: "dialogue" (all user turns) | "last" (last one).
     m.transcripts_per_system = 5  # Dialogues per system written to eval/transcripts/.
-    m.systems = ("latentcrs_f", "latentcrs", "backbone", "text_f", "fusion_f")  # Table rows.
+    m.systems = (  # Table rows.
+        "latentcrs_f",
+        "latentcrs",
+        "backbone",
+        "text_f",
+        "fusion_f",
+        "late_fusion_f",
+    )
     m.batch_size = 256  # Dialogues scored per recommender call (padded: one compile).
     m.faithful_filter_order = False  # True: feature matches outrank the shown push-back (authors).
     # Dialogue-state tracker (multi-turn and chat): "rules" (FeatureVocab matcher, keyless,

@@ -19,10 +19,12 @@ def test_pipeline_end_to_end_then_skips(tiny_encoded_workdir, tmp_path, monkeypa
     text = "\n".join(lines)
     assert "| LatentCRS (prior mixture) |" in text and "| text-only retrieval |" in text
     assert "| LatentCRS^F |" in text
+    assert "| late fusion (valid-fitted) |" in text and "| late fusion + filter |" in text
     for path in (
         "pretrain/intents.npy",
         "em/seed0/em/best_params.msgpack",
         "eval/one_turn.json",
+        "eval/late_fusion.json",
         "report/report.md",
         "report/intent_map.png",
     ):

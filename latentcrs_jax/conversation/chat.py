@@ -4,7 +4,7 @@
 from a terminal, a pipe or a test. Commands:
   /user <raw id>        take an existing user's most recent items as the liked history
   /like A; B (1995)     add liked titles (fuzzy matching; suggestions when unknown/ambiguous)
-  /system <name>        switch recommender (latentcrs, fusion, text, backbone)
+  /system <name>        switch recommender (latentcrs, fusion, late_fusion, text, backbone)
   /reset                forget the user, the liked items and the dialogue
   /help, /quit          help; leave (end of input also leaves)
 Anything else is a request. Each request is added to the dialogue; the recommender ranks every
@@ -45,7 +45,7 @@ from latentcrs_jax.errors import UserInputError
 
 MAX_INPUT_CHARS = 2000  # Longer input is cut (the encoder reads at most 256 tokens anyway).
 MAX_TEXT_CHARS = 1000  # Ranking text kept from the end of the dialogue.
-SYSTEM_ORDER = ("latentcrs", "fusion", "text", "backbone")
+SYSTEM_ORDER = ("latentcrs", "fusion", "late_fusion", "text", "backbone")
 HELP = """Commands:
   /user <id>           chat as an existing user (their recent items are the liked history)
   /like A; B (1995)    add liked titles, separated by ';' (a year picks between same names)

@@ -69,6 +69,7 @@ SYSTEM_SPECS: dict[str, SystemSpec] = {
         SystemSpec("backbone", "backbone SASRec (text ignored)", "backbone", False, False),
         SystemSpec("text_f", "text-only retrieval + filter", "text", True),
         SystemSpec("fusion_f", "joint fusion (no EM) + filter", "fusion", True),
+        SystemSpec("late_fusion_f", "late fusion + filter", "late_fusion", True),
     )
 }
 

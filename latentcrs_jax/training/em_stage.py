@@ -39,6 +39,7 @@ class EMInputs:
     intents: np.ndarray
     backbone: tuple
     upstream: str
+    item_text: np.ndarray | None = None  # float32[N+1, D_x], when the encode stage has it
 
     def get(self) -> "EMInputs":
         """Itself (the interface of `LazyEMInputs`)."""
@@ -71,7 +72,13 @@ def load_inputs(
         )
     logging.info("frozen user states in %.1fs", time.perf_counter() - t0)
     item_emb = np.asarray(params["params"]["item_embed"]["embedding"])
-    return EMInputs(arrays, item_emb, intents, (model_cfg, params), upstream_fingerprint(workdir))
+    try:
+        item_text = encode_stage.load(workdir, "items")
+    except FileNotFoundError:
+        item_text = None
+    return EMInputs(
+        arrays, item_emb, intents, (model_cfg, params), upstream_fingerprint(workdir), item_text
+    )
 
 
 def upstream_fingerprint(workdir: str | pathlib.Path) -> str:
@@ -118,8 +125,12 @@ def run_stage(
     mesh,
 ) -> dict:
     """Runs (or skips, when finished) one EM stage; returns its `final_metrics.json`."""
+    # The prior's extensions play no part in the posterior-only stage: its runs are shared.
+    posterior_only = stage.phases == ("E",) and dict(stage.overrides).get("e_kl_weight") == 0.0
+    skip = tuple(em.EM_NEUTRAL) if posterior_only else ()
+    em_section = stage_manifest.section(dataclasses.asdict(cfg), skip=skip, neutral=em.EM_NEUTRAL)
     fp = stage_manifest.fingerprint(
-        upstream=inputs.upstream, em=dataclasses.asdict(cfg), stage=dataclasses.asdict(stage)
+        upstream=inputs.upstream, em=em_section, stage=dataclasses.asdict(stage)
     )
     if stage_manifest.is_complete(out, fp):
         logging.info("EM stage %s is complete; skipping", out)
@@ -143,6 +154,7 @@ def run_stage(
         inputs.backbone,
         mesh,
         init_params,
+        item_text=inputs.item_text,
     )
     trainer = loop.Trainer(
         loop.TrainerConfig(
