@@ -1,7 +1,7 @@
 """Base configuration shared by every experiment; dataset configs override fields of it.
 
 Every field has a one-line comment. The `faithful_*` switches reproduce the authors' released
-behaviour (see BUILD_NOTES.md, "Bug switches"); the defaults are the corrected behaviour.
+behaviour (see docs/deviations.md); the defaults are the corrected behaviour.
 Use `apply_faithful(config)` (or the `:faithful` config variant) to flip them all at once.
 """
 

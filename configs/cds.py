@@ -2,7 +2,7 @@
 
   python -m launch.prepare --config=configs/cds.py \
       --config.data.data_dir=/path/to/amazon2023 --workdir=workdirs/cds
-The authors kept CDs sequences in review-file order (method.md 7.10); `:faithful` does too.
+The authors kept CDs sequences in review-file order (docs/method.md 7.10); `:faithful` does too.
 """
 
 from configs import amazon

@@ -1,4 +1,4 @@
-"""MovieLens-1M with the paper's settings (LatentCRS protocol, method.md section 1).
+"""MovieLens-1M with the paper's settings (LatentCRS protocol, docs/method.md section 1).
 
 GroupLens forbids redistribution, so the data is not bundled: point `data_dir` at your copy
 (the default is ../shared/data/ml-1m beside the repository, when it exists).

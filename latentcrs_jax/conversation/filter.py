@@ -2,7 +2,7 @@
 
 `rank_items` turns raw scores over all item ids into ranked id lists (PAD, and the history by
 default, never ranked; among equal scores the lower id first, as `evaluation/ranking.py`).
-`hard_filter` is method.md 5 step 4, on the top `candidates` of that ranking:
+`hard_filter` is docs/method.md 5 step 4, on the top `candidates` of that ranking:
 1. items without a title are dropped (the authors drop them when mapping to raw ids);
 2. items with an excluded feature ("no horror") are removed;
 3. the rest are stable-sorted by the number of stated features each item has, most first;

@@ -2,7 +2,7 @@
 
 Negatives are uniform without replacement over the real items 1..N minus an exclusion set:
 the user's whole sequence (default), or, with `faithful_negatives`, only the sample's own
-history and target (the authors' behaviour, method.md 3.1 and 7.11, which lets a user's
+history and target (the authors' behaviour, docs/method.md 3.1 and 7.11, which lets a user's
 future items appear as negatives).
 """
 

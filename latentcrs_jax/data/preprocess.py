@@ -1,4 +1,4 @@
-"""Filters, per-user time order, the iterated k-core and contiguous ids (method.md 1.2-1.3).
+"""Filters, per-user time order, the iterated k-core and contiguous ids (docs/method.md 1.2-1.3).
 
 Order of operations (each a config field of the `data` section):
   1. ratings >= `min_rating` (applied by the reader while streaming),

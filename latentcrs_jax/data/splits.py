@@ -1,4 +1,6 @@
-"""Leave-one-out samples with history windows, and segmentation augmentation (method.md 1.4-1.5).
+"""Leave-one-out samples with history windows, and segmentation augmentation.
+
+See docs/method.md 1.4-1.5.
 
 For a user sequence S and window W (25):
   train "raw": seg = S[:-2][-W:], valid: seg = S[:-1][-W:], test: seg = S[-W:];

@@ -1,4 +1,4 @@
-"""Losses of the sequential backbone (method.md section 2.2), as pure functions.
+"""Losses of the sequential backbone (docs/method.md section 2.2), as pure functions.
 
 * `next_item_bce`: ICLRec's next-item loss (`Trainer.cross_entropy`), one sampled negative per
   position, averaged over non-pad positions.

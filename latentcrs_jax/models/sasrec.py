@@ -1,6 +1,6 @@
 """SASRec as in ICLRec (`rec_models_cp.py:SASRecModel`), in Flax Linen.
 
-Architecture (method.md section 2.1):
+Architecture (docs/method.md section 2.1):
 * item embedding [N+1, D] (row 0 = PAD, initialised like every other row and never updated by
   the losses because PAD positions are masked) + learned absolute position embedding [L, D]
   -> TF-style LayerNorm (eps 1e-12 inside the sqrt) -> dropout;

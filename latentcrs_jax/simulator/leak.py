@@ -1,6 +1,6 @@
 """Leak check: does an utterance name the target item?
 
-The user simulator must never tell the recommender the target's title (method.md 4.2 asks the
+The user simulator must never tell the recommender the target's title (docs/method.md 4.2 asks the
 LLM three times; the authors never check it). `find_leak(text, item)` returns the fragment of
 `text` that names the target, or None.
 

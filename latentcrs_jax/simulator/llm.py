@@ -1,11 +1,12 @@
 """The optional LLM user simulator: the paper's prompt against an OpenAI-compatible endpoint.
 
-First turn (method.md 4.2): the filled prompt as one user message. Later turns (method.md 5,
-step 6): the prompt, then the dialogue with roles swapped (the simulator's own turns as
-"assistant", the recommender's as "user"). Every reply goes through the same leak check as the
-template simulator; a leaking reply is requested again (with a reminder appended to the prompt,
-so the retry is a new request and a new cache entry) up to `leak_retries` times, then returned
-with `leaked=True`. "<END>" in a reply marks the dialogue done and is removed from the text.
+First turn (docs/method.md 4.2): the filled prompt as one user message. Later turns
+(docs/method.md 5, step 6): the prompt, then the dialogue with roles swapped (the simulator's
+own turns as "assistant", the recommender's as "user"). Every reply goes through the same leak
+check as the template simulator; a leaking reply is requested again (with a reminder appended to
+the prompt, so the retry is a new request and a new cache entry) up to `leak_retries` times,
+then returned with `leaked=True`. "<END>" in a reply marks the dialogue done and is removed from
+the text.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class LLMSimulator:
         return [{"role": "user", "content": self.prompt(history, target)}]
 
     def dialogue_messages(self, state: DialogueState) -> list[Message]:
-        """[user: prompt] + the transcript with roles swapped (method.md 5, step 6)."""
+        """[user: prompt] + the transcript with roles swapped (docs/method.md 5, step 6)."""
         messages = self.first_turn_messages(state.history, state.target)
         for turn in state.turns:
             role = "assistant" if turn["role"] == "user" else "user"

@@ -1,4 +1,4 @@
-"""The paper's user-simulator prompt (method.md 4.2, `USER_SIMILARITOR`), paraphrased faithfully.
+"""The paper's user-simulator prompt (`USER_SIMILARITOR`, docs/method.md 4.2), paraphrased.
 
 One user message with the placeholders {item_kind}, {history}, {target} and
 {target_item_info}. The history is the history item names joined by "; " (MovieLens names with
@@ -9,7 +9,7 @@ formats:
 * Amazon (CDs, Video Games): "{title}, belongs to the category of {categories without the
   top-level 'CDs & Vinyl' / 'Video Games'}, and the description is {description}."
 
-Later turns (method.md 5, step 6) send this prompt as the first user message, then the dialogue
+Later turns (docs/method.md 5, step 6) send this prompt as the first user message, then the dialogue
 with roles swapped: the simulator's own past turns as "assistant", the recommender's as "user".
 """
 
@@ -77,7 +77,7 @@ def amazon_item_info(item: Mapping[str, Any], domain: str) -> str:
 
 
 def item_info(item: Mapping[str, Any], domain: str) -> str:
-    """The target-information string of method.md 4.2 for the item's domain."""
+    """The target-information string of docs/method.md 4.2 for the item's domain."""
     dom = phrases.get_domain(domain)
     if dom.name == "movies":
         return movielens_item_info(item)

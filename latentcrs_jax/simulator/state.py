@@ -99,7 +99,7 @@ def history_ids(history: Sequence[int] | Any) -> list[int]:
 
 
 def recommended_system_text(titles: Sequence[str], features: Sequence[str] = ()) -> str:
-    """The paper's system utterance (method.md 5, step 5, `get_item_str`).
+    """The paper's system utterance (docs/method.md 5, step 5, `get_item_str`).
 
     "We infer you like :f1, f2. The recommended items are: 1 <title> 2 <title> ..."; the
     prefix appears only when 1-4 features were stated.

@@ -4,7 +4,7 @@ The backbone is frozen in the EM stage. With its dropout off (the corrected defa
 sample's user state h_u = SASRec(history)[-1] is a constant, so it is computed once here and
 every EM step touches only the two small networks. Positions follow pretraining: a history is
 right-aligned so its last item sits at position max_len - 1, where pretraining put it
-(method.md 7.8 (b)); the authors' batch-dependent positions are the `faithful_backbone` mode,
+(docs/method.md 7.8 (b)); the authors' batch-dependent positions are the `faithful_backbone` mode,
 which runs the backbone (with dropout) inside the step instead.
 """
 
