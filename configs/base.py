@@ -221,6 +221,21 @@ def apply_faithful(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
+# LatentCRS+ (beyond the paper, issue 18): the switch set that measured best on the embedded
+# default (BUILD_NOTES.md, "Late fusion and LatentCRS+"); every EM plan trains with it.
+PLUS = {
+    "residual_weight": 1.0,
+    "text_item_weight": 30.0,
+}
+
+
+def apply_plus(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Sets the LatentCRS+ switches (`PLUS`) in `config.em`."""
+    for key, value in PLUS.items():
+        config.em[key] = value
+    return config
+
+
 def get_config(arg=None) -> ml_collections.ConfigDict:
     """A base config is not runnable on its own; use a dataset config."""
     del arg

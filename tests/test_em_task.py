@@ -187,7 +187,7 @@ def test_item_text_and_residual_terms_enter_training_and_evaluation(tmp_path):
     new_state, terms = task.train_step(
         state, {k: v for k, v in m_batch.items() if k != "phase"}, "M"
     )
-    assert float(new_state.params["prior"]["params"]["text_item_scale"]) != 2.0
+    assert float(new_state.params["prior"]["params"]["text_item_log_scale"]) != 0.0
     assert np.isfinite(float(terms["loss"]))
 
 

@@ -189,7 +189,7 @@ def test_item_text_term_is_a_learned_scale_times_the_cosine():
     cfg = latentcrs.PriorConfig(text_hidden=16, text_item=True, text_item_init=2.5)
     model = latentcrs.Prior(_centroids(), cfg)
     params = model.init(jax.random.key(0), h, x, deterministic=True)
-    assert float(params["params"]["text_item_scale"]) == 2.5
+    assert float(params["params"]["text_item_log_scale"]) == 0.0  # gamma = 2.5 exp(0)
     t = np.random.default_rng(5).normal(size=(N, DX)).astype(np.float32)
     full = model.apply(params, x, jnp.asarray(t), method="text_item_scores")
     np.testing.assert_allclose(full, 2.5 * np.asarray(x) @ t.T, rtol=1e-5, atol=1e-5)
@@ -200,5 +200,5 @@ def test_item_text_term_is_a_learned_scale_times_the_cosine():
     # Off by default: no parameter, the paper's prior.
     plain = latentcrs.Prior(_centroids(), latentcrs.PriorConfig(text_hidden=16))
     assert (
-        "text_item_scale" not in plain.init(jax.random.key(0), h, x, deterministic=True)["params"]
+        "text_item_log_scale" not in plain.init(jax.random.key(0), h, x, deterministic=True)["params"]
     )

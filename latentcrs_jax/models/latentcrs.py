@@ -18,7 +18,7 @@ Extensions beyond the paper (issue 18; every switch off by default, off = the pa
   residual channel   S(u, x, y) += beta h_u . e_y (`residual_weight` beta, fixed): the user
                      vector becomes W_I (p @ C) + b_I + beta h_u;
   item-text channel  S(u, x, y) += gamma cos(x, t_y) with t_y the item's text embedding and
-                     gamma a learned scalar initialised at `text_item_init` (`text_item`), so
+                     gamma = `text_item_init` * exp(a) with a learned from 0 (`text_item`), so
                      text can point at item attributes and not only at intents.
 
 `backbone_user_state` is the frozen SASRec's h_u (`SASRec.user_state`, the last block evaluated at
@@ -130,9 +130,10 @@ class Prior(nn.Module):
             nn.LayerNorm(epsilon=1e-5, name=f"mlp_norm_{j}") for j in range(len(widths))
         ]
         self.item_intent = TorchDense(d, name="item_intent")  # W_I, b_I (`linear_intent`)
-        if cfg.text_item:
-            init = jnp.asarray(cfg.text_item_init, jnp.float32)
-            self.text_item_scale = self.param("text_item_scale", lambda key: init)
+        if cfg.text_item:  # gamma = text_item_init * exp(a), a learned from 0 (moves by factors)
+            self.text_item_log_scale = self.param(
+                "text_item_log_scale", lambda key: jnp.zeros((), jnp.float32)
+            )
 
     def text_projection(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
         """x float32[B, D_x] -> t float32[B, d]."""
@@ -154,9 +155,10 @@ class Prior(nn.Module):
     def text_item_scores(self, x: jax.Array, item_text: jax.Array) -> jax.Array:
         """gamma x . t_y: x float32[B, D_x]; item_text float32[M, D_x] (shared) or
         float32[B, M, D_x] (per row) -> float32[B, M]. Needs `config.text_item`."""
+        gamma = self.config.text_item_init * jnp.exp(self.text_item_log_scale)
         if item_text.ndim == 2:
-            return self.text_item_scale * (x @ item_text.T)
-        return self.text_item_scale * jnp.einsum("bx,bmx->bm", x, item_text)
+            return gamma * (x @ item_text.T)
+        return gamma * jnp.einsum("bx,bmx->bm", x, item_text)
 
     def intent_item_vectors(self) -> jax.Array:
         """W_I c_m + b_I for every intent: float32[K, d]."""
