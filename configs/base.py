@@ -53,6 +53,8 @@ def get_simulator_config() -> ml_collections.ConfigDict:
     s.llm_max_retries = 5  # Retries (exponential backoff) on connection errors, 429, 5xx.
     s.llm_leak_retries = 2  # Re-asks when a reply names the target; then it is flagged.
     s.llm_temperature = 0.7  # Sampling temperature of the simulator model.
+    s.llm_tokenizer = ""  # Local tokenizer dir to count tokens of replies without `usage`
+    # ("": the model name when it is a local dir, else an estimate marked as such).
     return s
 
 
@@ -167,13 +169,15 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
     m.sample_seed = 1024  # Python `random` seed of the sample draw (authors: 1024).
     m.ranking_text = "dialogue"  # Ranked text: "dialogue" (all user turns) | "last" (last one).
     m.transcripts_per_system = 5  # Dialogues per system written to eval/transcripts/.
-    m.systems = (  # Table rows.
+    m.systems = (  # Table rows (llm_only runs only with an llm_* endpoint).
         "latentcrs_f",
         "latentcrs",
         "backbone",
         "text_f",
         "fusion_f",
         "late_fusion_f",
+        "latentcrs_v",
+        "llm_only",
     )
     m.batch_size = 256  # Dialogues scored per recommender call (padded: one compile).
     m.faithful_filter_order = False  # True: feature matches outrank the shown push-back (authors).
@@ -192,6 +196,26 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
     m.tracker_max_concurrency = 4  # At most this many tracker requests in flight.
     m.tracker_max_prompt_features = 200  # Candidate features (genres, categories, decades) listed.
     m.tracker_excluded_features = True  # Also ask for "excluded features"; False: paper's 2 keys.
+    m.tracker_tokenizer = ""  # Local tokenizer dir: token counts of replies without `usage`.
+    # LatentCRS^V (row latentcrs_v): a validator re-ranks the top validator_candidates of ^F's
+    # list. "standin" (keyless, deterministic): w * ^F's rank score + (1 - w) * the dialogue's
+    # text similarity to each candidate, w = validator_standin_weight; it is not the paper's LLM
+    # validator. "llm": the paper's variant on the llm_* endpoint (conversation/validator.py).
+    m.validator = "standin"
+    m.validator_candidates = 20  # N: ^F's top N re-ranked by the validator.
+    m.validator_standin_weight = 0.5  # w of the stand-in: weight of ^F's rank score.
+    # Endpoint of the LLM validator and the zero-shot LLM-only baseline (row llm_only, skipped
+    # while llm_base_url or llm_model is empty).
+    m.llm_base_url = ""  # OpenAI-compatible base URL, e.g. "http://127.0.0.1:8000/v1".
+    m.llm_model = ""  # Model name sent to the endpoint.
+    m.llm_api_key_env = "OPENAI_API_KEY"  # Env var with the API key; "" or local URL: none.
+    m.llm_temperature = 0.0  # Sampling temperature; 0 = greedy.
+    m.llm_max_tokens = 512  # Reply length limit.
+    m.llm_timeout_s = 60.0  # Per-request timeout in seconds.
+    m.llm_max_retries = 5  # Retries (exponential backoff) on connection errors, 429, 5xx.
+    m.llm_max_concurrency = 4  # At most this many requests in flight.
+    m.llm_tokenizer = ""  # Local tokenizer dir: token counts of replies without `usage`.
+    m.llm_only_titles = 10  # Titles the LLM-only baseline asks for per round.
     return m
 
 

@@ -6,3 +6,7 @@ Binaries print such errors as one clear line instead of a traceback (see launch/
 
 class UserInputError(Exception):
     """Bad input from the user: its message alone says what is wrong and where."""
+
+
+class ConfigError(UserInputError, ValueError):
+    """A config field (or a `--config.x=...` override) is unknown or holds an unusable value."""

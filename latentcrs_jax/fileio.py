@@ -1,7 +1,10 @@
 """Atomic file and directory writes shared by every stage.
 
 A stage never leaves a half-written artefact behind: it writes into a temporary sibling and
-renames it into place, which is atomic on POSIX filesystems.
+renames it into place, which is atomic on POSIX filesystems. The temporaries are made by
+`tempfile`, which creates them private (0600 files, 0700 directories); they get the modes of
+any other new file (0666 and 0777 less the process's umask) before they are renamed, so that
+outputs are as readable as the user's umask says.
 """
 
 import contextlib
@@ -10,8 +13,31 @@ import os
 import pathlib
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any
+
+_UMASK_LOCK = threading.Lock()
+
+
+def umask() -> int:
+    """The process's umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # os.umask can only be read by setting it.
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def new_file_mode(directory: bool = False) -> int:
+    """The mode `open()` / `mkdir()` would give a new file or directory: 0o666 / 0o777 & ~umask."""
+    return (0o777 if directory else 0o666) & ~umask()
 
 
 @contextlib.contextmanager
@@ -20,7 +46,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, new_file_mode())
+    finally:
+        os.close(fd)
     tmp_path = pathlib.Path(tmp)
     try:
         yield tmp_path
@@ -51,6 +80,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        tmp.chmod(new_file_mode(directory=True))
         yield tmp
         old = None
         if path.exists():

@@ -12,8 +12,10 @@ import pathlib
 import time
 from collections.abc import Callable
 
+import jax
 from absl import logging
 
+from latentcrs_jax import preflight, workdir_config
 from latentcrs_jax import report as report_lib
 from latentcrs_jax.conversation import multi_turn
 from latentcrs_jax.data import prepare as prepare_stage
@@ -48,16 +50,21 @@ def run(
     workdir: str | pathlib.Path,
     emit: Callable[[str], None] = logging.info,
     until: str | None = None,
+    check_endpoints: bool = True,
 ) -> None:
-    """Runs the stages in order (up to and including `until`); finished ones skip themselves."""
-    names = [s.name for s in STAGES]
-    if until is not None and until not in names:
-        raise ValueError(f"unknown stage {until!r}; stages are {names}")
-    stages = STAGES[: names.index(until) + 1] if until else STAGES
-    if "multi_turn" in (s.name for s in stages):
-        multi_turn.preflight(config)  # A bad tracker endpoint or key fails now, not after training.
+    """Runs the stages in order (up to and including `until`); finished ones skip themselves.
+
+    `check_endpoints=False` skips the endpoints' test requests (a caller that sent them).
+    """
+    names = preflight.stage_names(until)
+    stages = STAGES[: len(names)]
+    # Bad fields, batch sizes the devices cannot share, unreachable endpoints: fail now, not
+    # after training.
+    preflight.check(config, names, endpoints=check_endpoints)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        workdir_config.record(config, workdir)  # What chat, evaluate and report read by default.
     start = time.time()
     for k, stage in enumerate(stages, 1):
         emit(f"[{k}/{len(stages)}] {stage.name} (elapsed {time.time() - start:.0f}s)")

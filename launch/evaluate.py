@@ -1,18 +1,20 @@
 r"""Evaluate stage: the one-turn table of every head and baseline (and the multi-turn table).
 
-Runs (or skips, when finished) every earlier stage first; writes `<workdir>/eval/`.
-  python -m launch.evaluate --config=configs/ml1m.py --workdir=workdirs/ml1m
+Runs (or skips, when finished) every earlier stage first; writes `<workdir>/eval/`. The
+workdir must exist; without --config it takes the config recorded in it.
+  python -m launch.evaluate --workdir=workdirs/ml1m [--config=configs/ml1m.py]
 """
 
 from launch import common
 
-_CONFIG, _WORKDIR = common.define_config_and_workdir()
+_CONFIG, _WORKDIR = common.define_config_and_workdir(config_required=False)
 
 
 def main(argv):
     del argv
-    common.run_pipeline_until(_CONFIG.value, _WORKDIR.value, "evaluate")
+    config = common.config_for_reading(_CONFIG.value, _WORKDIR.value)
+    common.run_pipeline_until(config, _WORKDIR.value, "evaluate")
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(main, creates_workdir=False)

@@ -6,6 +6,7 @@ r"""Prepare stage: raw files -> processed dataset in <workdir>/data, then the st
 
 from absl import flags
 
+from latentcrs_jax import preflight, workdir_config
 from latentcrs_jax.data import dataset, prepare, stats
 from launch import common
 
@@ -19,6 +20,8 @@ _EXPORT = flags.DEFINE_string(
 
 def main(argv):
     del argv
+    preflight.check(_CONFIG.value, ["prepare"])
+    workdir_config.record(_CONFIG.value, _WORKDIR.value)
     ds = prepare.prepare(_CONFIG.value.data, _WORKDIR.value)
     print(stats.format_table(ds.stats, ds.name))
     if _EXPORT.value:

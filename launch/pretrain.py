@@ -7,6 +7,7 @@ skipped, a killed run resumes from its last finished epoch when started again.
   python -m launch.pretrain --config=configs/ml1m_standard.py --workdir=workdirs/ml1m_std
 """
 
+from latentcrs_jax import preflight, workdir_config
 from latentcrs_jax.data import prepare
 from latentcrs_jax.training import pretrain_stage
 from launch import common
@@ -17,6 +18,8 @@ _CONFIG, _WORKDIR = common.define_config_and_workdir()
 def main(argv):
     del argv
     common.log_devices()
+    preflight.check(_CONFIG.value, ["prepare", "pretrain"])
+    workdir_config.record(_CONFIG.value, _WORKDIR.value)
     print(prepare.run(_CONFIG.value, _WORKDIR.value))
     print(pretrain_stage.run(_CONFIG.value, _WORKDIR.value))
 

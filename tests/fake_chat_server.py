@@ -2,8 +2,9 @@
 
 `FakeChatServer(script)` listens on 127.0.0.1 (a free port, in a thread), records every request
 body and its headers, counts concurrent requests, and answers each request as
-`script(n, body)` says: ("ok", text) | ("error", status, retry_after | None) |
-("hang", seconds) | ("garbage",).
+`script(n, body)` says: ("ok", text) | ("ok", text, usage) | ("error", status, retry_after |
+None) | ("hang", seconds) | ("garbage",). A reply carries an OpenAI `usage` object when the
+action gives one, else when the server was started with `usage=f(body, text) -> dict`.
 """
 
 import http.server
@@ -17,12 +18,14 @@ import pytest
 class FakeChatServer:
     """OpenAI-protocol server; `script(n, body)` returns the action of the n-th request.
 
-    Actions: ("ok", text) | ("error", status, retry_after | None) | ("hang", seconds) |
-    ("garbage",).
+    Actions: ("ok", text) | ("ok", text, usage dict) | ("error", status, retry_after | None) |
+    ("hang", seconds) | ("garbage",). `usage(body, text)`, when given, is the `usage` object of
+    every "ok" reply whose action has none.
     """
 
-    def __init__(self, script, work_s=0.0):
+    def __init__(self, script, work_s=0.0, usage=None):
         self.script = script
+        self.usage = usage
         self.work_s = work_s
         self.requests = []
         self.headers = []
@@ -69,6 +72,11 @@ class FakeChatServer:
                         reply = {
                             "choices": [{"message": {"role": "assistant", "content": action[1]}}]
                         }
+                        usage = action[2] if len(action) > 2 else None
+                        if usage is None and server.usage is not None:
+                            usage = server.usage(body, action[1])
+                        if usage is not None:
+                            reply["usage"] = usage
                         payload = json.dumps(reply).encode()
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
@@ -96,8 +104,8 @@ def serve():
     """Starts `FakeChatServer(script, work_s)`s for a test and closes them after it."""
     servers = []
 
-    def start(script, work_s=0.0):
-        s = FakeChatServer(script, work_s)
+    def start(script, work_s=0.0, usage=None):
+        s = FakeChatServer(script, work_s, usage)
         servers.append(s)
         return s
 

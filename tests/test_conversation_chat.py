@@ -1,5 +1,6 @@
 """Tests of the chat: a scripted session through stdin-like input, bad inputs, the binary."""
 
+import copy
 import io
 import pathlib
 import subprocess
@@ -176,6 +177,39 @@ def test_errors_inside_a_turn_are_reported_and_the_session_goes_on():
     session = _session(fail=True)
     assert CRASH in session.handle("a comedy")
     assert "Added Alien" in session.handle("/like Alien")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_bytes_never_poison_the_session(seed):
+    """Random bytes (decoded as a pipe decodes them) give answers, never crashes, and the
+    requests after them still work; the fake encoder rejects what a tokenizer rejects."""
+    session = _session()
+    score = session.recommenders["latentcrs"].score
+
+    def strict_score(histories, texts):
+        for text in texts:
+            text.encode("utf-8")  # Lone surrogates raise, as in the real tokenizer.
+        return score(histories, texts)
+
+    session.recommenders["latentcrs"] = Recommender(
+        "latentcrs", strict_score, session.recommenders["latentcrs"].intents
+    )
+    rng = np.random.default_rng(seed)
+    garbage = rng.integers(0, 256, size=2000, dtype=np.uint8).tobytes()
+    lines = ["/like Alien", *garbage.decode("utf-8", "surrogateescape").split("\n")]
+    lines += [*garbage.decode("utf-8", "replace").split("\n"), "a comedy"]
+    answers = [session.handle(line) for line in lines]
+    assert all(answers) and not any(CRASH in a for a in answers)
+    assert "We infer you like: Comedy" in answers[-1] and len(_listed(answers[-1])) == 5
+
+
+def test_a_failed_turn_leaves_the_session_as_it_was():
+    session = _session()
+    session.handle("/like Alien")
+    before = copy.deepcopy(session.state)
+    session.recommenders["latentcrs"] = Recommender("latentcrs", lambda h, t: 1 / 0)
+    assert CRASH in session.handle("a comedy")
+    assert session.state == before  # The failed request's turn is not kept.
 
 
 def test_intent_labels_name_the_intents_items():

@@ -200,5 +200,6 @@ def test_item_text_term_is_a_learned_scale_times_the_cosine():
     # Off by default: no parameter, the paper's prior.
     plain = latentcrs.Prior(_centroids(), latentcrs.PriorConfig(text_hidden=16))
     assert (
-        "text_item_log_scale" not in plain.init(jax.random.key(0), h, x, deterministic=True)["params"]
+        "text_item_log_scale"
+        not in plain.init(jax.random.key(0), h, x, deterministic=True)["params"]
     )

@@ -5,6 +5,7 @@ and follows a per-test script: answer, fail with 500/429, hang past the client t
 return a reply that names the target. It counts requests and concurrent requests.
 """
 
+import json
 import socket
 import time
 
@@ -298,3 +299,29 @@ def test_complete_many_sends_identical_requests_once_and_keeps_order(serve):
     batch = [[{"role": "user", "content": c}] for c in ["a", "b", "a", "c", "b"]]
     assert client.complete_many(batch) == ["A", "B", "A", "C", "B"]
     assert len(server.requests) == 3
+
+
+def test_utterances_carry_the_tokens_of_every_call_behind_them(serve, tmp_path):
+    from latentcrs_jax.simulator.api import utterance_stats
+    from latentcrs_jax.simulator.state import Utterance
+    from latentcrs_jax.simulator.tokens import TokenUsage
+
+    replies = ["Play The Matrix for me.", "Something with sci-fi action, from 1999."]
+    server = serve(
+        lambda n, body: (
+            "ok",
+            replies[min(n, 1)],
+            {"prompt_tokens": 300 + n, "completion_tokens": 9},
+        )
+    )
+    sim = LLMSimulator(_items(), "movies", _client(server.url, tmp_path), leak_retries=2)
+    utt = sim.first_turn([0, 2], 1)  # A leaking reply, then a clean one: both calls count.
+    assert utt.usage == TokenUsage(2, 601, 18, reported=2)
+    assert Utterance.from_dict(json.loads(json.dumps(utt.to_dict()))) == utt
+    assert "usage" not in Utterance("hi").to_dict()  # Templates: the saved format is unchanged.
+    stats = utterance_stats([utt, Utterance("hi")])
+    assert (stats["llm_calls"], stats["prompt_tokens"], stats["completion_tokens"]) == (2, 601, 18)
+    assert "llm_calls" not in utterance_stats([Utterance("hi")])
+    # From the cache: no request, the same tokens.
+    again = LLMSimulator(_items(), "movies", _client(server.url, tmp_path), leak_retries=2)
+    assert again.first_turn([0, 2], 1).usage == utt.usage and len(server.requests) == 2

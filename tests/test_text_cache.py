@@ -186,8 +186,10 @@ def test_read_lines(tmp_path):
     assert files.read_lines(path) == []
     path.write_bytes(b"\n")
     assert files.read_lines(path) == [""]
-    path.write_bytes(b"caf\xe9\n")
-    with pytest.raises(ValueError, match="t.txt is not valid UTF-8"):
+    path.write_bytes(b"\xef\xbb\xbfa\r\nb\n")  # A BOM and CRLF line ends are repaired.
+    assert files.read_lines(path) == ["a", "b"]
+    path.write_bytes(b"ok\ncaf\xe9\n")
+    with pytest.raises(ValueError, match=r"t.txt:2: not valid UTF-8 \(byte 0xe9\)"):
         files.read_lines(path)
 
 

@@ -4,7 +4,10 @@
 from a terminal, a pipe or a test. Commands:
   /user <raw id>        take an existing user's most recent items as the liked history
   /like A; B (1995)     add liked titles (fuzzy matching; suggestions when unknown/ambiguous)
-  /system <name>        switch recommender (latentcrs, fusion, late_fusion, text, backbone)
+  /system <name>        switch recommender (latentcrs, fusion, late_fusion, text, backbone;
+                        latentcrs_v:
+                        ^V, a validator re-ranks ^F's top candidates; llm_only: the zero-shot
+                        LLM baseline, with an endpoint)
   /reset                forget the user, the liked items and the dialogue
   /help, /quit          help; leave (end of input also leaves)
 Anything else is a request. Each request is added to the dialogue; the recommender ranks every
@@ -16,7 +19,10 @@ the request. Empty, very long, non-English or nonsense input gets an answer, nev
 The stated features come from the rule matcher, or, with `multi_turn.state_tracker="llm"`,
 from the paper's JSON state-tracking prompt on an OpenAI-compatible endpoint (`llm_tracker.py`;
 its cache is `<workdir>/chat/tracker_cache.jsonl`); an unparsable reply or a failing endpoint
-falls back to the rule matcher for that turn.
+falls back to the rule matcher for that turn. `latentcrs_v` re-ranks the filtered top
+`validator_candidates` with the multi-turn stage's validator (the keyless stand-in, or the LLM
+with `multi_turn.validator="llm"`; a failing endpoint keeps ^F's order, with a note), and
+`llm_only` asks the `multi_turn.llm_*` endpoint for titles (`llm_recommender.py`).
 
 Intent labels: intent m's items are the `top_items` items with the highest c_m . e_y (the
 intent vector against the backbone's item embeddings); its label is their most over-represented
@@ -26,6 +32,7 @@ genres/categories and decade, with two example titles.
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import math
 import pathlib
@@ -37,15 +44,20 @@ import numpy as np
 from absl import logging
 
 from latentcrs_jax.conversation import filter as filter_lib
-from latentcrs_jax.conversation import llm_tracker
+from latentcrs_jax.conversation import llm_endpoint, llm_tracker
+from latentcrs_jax.conversation import llm_recommender as llm_rec_lib
+from latentcrs_jax.conversation import validator as validator_lib
 from latentcrs_jax.conversation.features import FeatureVocab
 from latentcrs_jax.conversation.state import ConversationState
 from latentcrs_jax.conversation.titles import TitleIndex, split_titles
 from latentcrs_jax.errors import UserInputError
+from latentcrs_jax.simulator.chat_client import EndpointError
 
 MAX_INPUT_CHARS = 2000  # Longer input is cut (the encoder reads at most 256 tokens anyway).
 MAX_TEXT_CHARS = 1000  # Ranking text kept from the end of the dialogue.
 SYSTEM_ORDER = ("latentcrs", "fusion", "late_fusion", "text", "backbone")
+VALIDATED = "latentcrs_v"  # ^V: the validator over latentcrs's filtered list.
+LLM_ONLY = "llm_only"  # The zero-shot LLM baseline.
 HELP = """Commands:
   /user <id>           chat as an existing user (their recent items are the liked history)
   /like A; B (1995)    add liked titles, separated by ';' (a year picks between same names)
@@ -65,7 +77,9 @@ _REFINE_RE = re.compile(  # "Show me other items" at the start of a message.
     r")[\s,.!;:-]*",
     re.IGNORECASE,
 )
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Control characters, replacement characters and lone surrogates (undecodable bytes from a
+# non-UTF-8 terminal or pipe): the tokenizer takes only valid Unicode text.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd\ud800-\udfff]")
 
 
 class ChatError(UserInputError, ValueError):
@@ -80,6 +94,7 @@ class ChatSettings:
     candidates: int = 50  # Top of the ranking the hard filter re-orders.
     mask_history: bool = True  # Never recommend liked items.
     num_intents_shown: int = 3  # Intents listed per turn.
+    validator_candidates: int = 20  # ^V: filtered items the validator re-ranks.
 
 
 def intent_labels(
@@ -143,6 +158,9 @@ class ChatSession:
       intent_affinity: float[K, N+1] c_m . e_y, or None.
       system: the recommender to start with (default: the first of SYSTEM_ORDER present).
       tracker: an LLM state tracker (None: the rule matcher reads each request).
+      validator: ^V's validator (`validator.StandInValidator` or `LLMValidator`); adds the
+        system "latentcrs_v" when "latentcrs" exists.
+      llm_recommender: the LLM-only baseline; adds the system "llm_only".
     """
 
     def __init__(
@@ -158,6 +176,8 @@ class ChatSession:
         intent_affinity: np.ndarray | None = None,
         system: str | None = None,
         tracker: llm_tracker.LLMStateTracker | None = None,
+        validator: Any = None,
+        llm_recommender: llm_rec_lib.LLMRecommender | None = None,
     ):
         if not recommenders:
             raise ChatError("no recommender to chat with")
@@ -172,8 +192,13 @@ class ChatSession:
         self.intent_names = list(intent_names) if intent_names is not None else None
         self.intent_affinity = intent_affinity
         self.tracker = tracker
+        self.validator = validator if "latentcrs" in self.recommenders else None
+        self.llm_recommender = llm_recommender
+        self.systems = sorted(self.recommenders)
+        self.systems += [VALIDATED] if self.validator is not None else []
+        self.systems += [LLM_ONLY] if llm_recommender is not None else []
         order = [s for s in SYSTEM_ORDER if s in self.recommenders] + sorted(self.recommenders)
-        self.system = system if system in self.recommenders else order[0]
+        self.system = system if system in self.systems else order[0]
         self.finished = False
         self.user: str | None = None
         self.state = ConversationState()
@@ -188,11 +213,18 @@ class ChatSession:
         )
 
     def handle(self, line: str) -> str:
-        """Answers one line of input (a command or a request); never raises."""
+        """Answers one line of input (a command or a request); never raises.
+
+        A line that fails leaves the session as it was before it (a bad turn must not poison
+        the dialogue that every later request is ranked on).
+        """
+        saved = (self.user, self.system, copy.deepcopy(self.state))
         try:
             return self._handle(line)
         except Exception as e:  # The chat must survive any input; the trace goes to the log.
-            logging.exception("chat: error handling %r", line[:200])
+            self.user, self.system, self.state = saved
+            logging.error("chat: %s handling %r: %s", type(e).__name__, str(line)[:80], e)
+            logging.debug("chat: traceback", exc_info=True)
             return f"Sorry, something went wrong ({type(e).__name__}); please try again."
 
     def _handle(self, line: str) -> str:
@@ -222,7 +254,7 @@ class ChatSession:
     # --------------------------------------------------------------------------- commands
     def _help(self, arg: str) -> str:
         del arg
-        return HELP.format(systems=", ".join(sorted(self.recommenders)))
+        return HELP.format(systems=", ".join(self.systems))
 
     def _quit(self, arg: str) -> str:
         del arg
@@ -236,11 +268,11 @@ class ChatSession:
         return "Starting over: no user, no liked titles, no dialogue."
 
     def _system(self, arg: str) -> str:
-        if arg not in self.recommenders:
-            return (
-                f"Unknown system {arg[:40]!r}; available: {', '.join(sorted(self.recommenders))}."
-            )
+        if arg not in self.systems:
+            return f"Unknown system {arg[:40]!r}; available: {', '.join(self.systems)}."
         self.system = arg
+        if arg == VALIDATED:
+            return f"Now recommending with {arg} (LatentCRS^V, {self.validator.label})."
         return f"Now recommending with {arg}."
 
     def _user(self, arg: str) -> str:
@@ -300,8 +332,24 @@ class ChatSession:
         liked = self.state.history[-self.history_len :]
         if liked:
             history[0, -len(liked) :] = liked
-        rec = self.recommenders[self.system]
-        pool = self.settings.candidates + 2 * self.settings.top_k
+        if self.system == LLM_ONLY:
+            rec = None
+            shown, more = self._llm_only()
+        else:
+            rec = self.recommenders["latentcrs" if self.system == VALIDATED else self.system]
+            shown, more = self._ranked(rec, history, query)
+        note += more
+        inc = [self.vocab.label(f) for f in self.state.included]
+        exc = [self.vocab.label(f) for f in self.state.excluded]
+        names = [filter_lib.item_title(self.items[i]) for i in shown]
+        self.state.add_system_turn(filter_lib.system_utterance(names, inc, exc), shown)
+        return note + self._render(shown, inc, exc, rec, history, query)
+
+    def _ranked(self, rec, history: np.ndarray, query: str) -> tuple[list[int], str]:
+        """The filtered top items of a trained system (re-ranked by the validator for ^V)."""
+        validate = self.system == VALIDATED
+        n = self.settings.validator_candidates if validate else self.settings.top_k
+        pool = self.settings.candidates + 2 * n
         ranked = filter_lib.rank_items(
             np.asarray(rec.score(history, [query])), history, pool, self.settings.mask_history
         )[0]
@@ -311,15 +359,39 @@ class ChatSession:
             self.state.included,
             self.state.excluded,
             self.state.shown,
-            top_k=self.settings.top_k,
+            top_k=n,
             candidates=self.settings.candidates,
             has_title=lambda i: bool(self.items[i].get("title")),
         )
-        inc = [self.vocab.label(f) for f in self.state.included]
-        exc = [self.vocab.label(f) for f in self.state.excluded]
-        names = [filter_lib.item_title(self.items[i]) for i in shown]
-        self.state.add_system_turn(filter_lib.system_utterance(names, inc, exc), shown)
-        return note + self._render(shown, inc, exc, rec, history, query)
+        if not validate:
+            return shown, ""
+        note = ""
+        try:
+            (result,) = self.validator.rerank_many([self.state.turns], [shown], [query])
+            shown = result.order
+            if result.status == "unparsable":
+                note = "(The validator's reply did not parse; the filter's order is kept.)\n"
+        except EndpointError as e:
+            logging.error("chat validator: %s", e)
+            note = "(The validating language model is unreachable; the filter's order is kept.)\n"
+        return validator_lib.shown_last(shown, self.state.shown)[: self.settings.top_k], note
+
+    def _llm_only(self) -> tuple[list[int], str]:
+        """The LLM-only baseline's items for the dialogue so far."""
+        try:
+            (result,) = self.llm_recommender.recommend_many([self.state.turns])
+        except EndpointError as e:
+            logging.error("chat LLM-only recommender: %s", e)
+            return [], "(The language model is unreachable; no recommendation this turn.)\n"
+        history = self.state.history if self.settings.mask_history else ()
+        shown = llm_rec_lib.choose_shown(
+            result.items, self.settings.top_k, self.state.shown, history
+        )
+        note = ""
+        if result.unresolved:
+            missed = "; ".join(t[:60] for t in result.unresolved[:5])
+            note = f"(Titles the model named that are not in the catalogue: {missed}.)\n"
+        return shown, note
 
     def _render(self, shown, inc, exc, rec, history, query) -> str:
         lines = []
@@ -374,7 +446,8 @@ class ChatSession:
         from latentcrs_jax.training import pretrain, pretrain_stage
 
         workdir = pathlib.Path(workdir)
-        tracker_settings = multi_turn.MultiTurnSettings.from_config(config.multi_turn).tracker()
+        mt_settings = multi_turn.MultiTurnSettings.from_config(config.multi_turn)
+        tracker_settings = mt_settings.tracker()
         backbone = pretrain_stage.stage_dir(workdir)
         if not (backbone / "result.json").is_file():
             raise ChatError(
@@ -384,6 +457,17 @@ class ChatSession:
         client = llm_tracker.make_client(  # A missing key shows before anything loads.
             tracker_settings, workdir / "chat" / "tracker_cache.jsonl"
         )
+        try:
+            validator_client = None
+            if mt_settings.validator == "llm":
+                validator_client = llm_endpoint.make_client(
+                    mt_settings.endpoint(), workdir / "chat" / "validator_cache.jsonl"
+                )
+            llm_only_client = llm_endpoint.make_client(
+                mt_settings.endpoint(), workdir / "chat" / "llm_only_cache.jsonl"
+            )
+        except llm_endpoint.EndpointConfigError as e:
+            raise ChatError(str(e)) from e
         systems, ctx = recommenders_lib.load_systems(config, workdir)
         ds = ctx.dataset
         vocab = FeatureVocab(ds.items, ds.domain)
@@ -392,6 +476,18 @@ class ChatSession:
         tracker = llm_tracker.make_tracker(
             tracker_settings, vocab, ds.domain, fallback_on_endpoint_error=True, client=client
         )
+        validator = None
+        if validator_client is not None:
+            validator = validator_lib.LLMValidator(ds.items, ds.domain, validator_client)
+        elif ctx.item_text_emb is not None:
+            validator = validator_lib.StandInValidator(
+                ctx.embed, ctx.item_text_emb, mt_settings.validator_standin_weight
+            )
+        llm_only = None
+        if llm_only_client is not None:
+            llm_only = llm_rec_lib.LLMRecommender(
+                ds.items, ds.domain, llm_only_client, mt_settings.llm_only_titles
+            )
         return cls(
             systems,
             ds.items,
@@ -399,10 +495,15 @@ class ChatSession:
             ds.user_raw_ids,
             ds.sequence,
             history_len=int(ds.splits["test"].history.shape[1]),
-            settings=ChatSettings(mask_history=bool(config.em.mask_history)),
+            settings=ChatSettings(
+                mask_history=bool(config.em.mask_history),
+                validator_candidates=mt_settings.validator_candidates,
+            ),
             intent_names=names,
             intent_affinity=affinity,
             tracker=tracker,
+            validator=validator,
+            llm_recommender=llm_only,
         )
 
 

@@ -53,9 +53,11 @@ from latentcrs_jax.simulator import phrases
 from latentcrs_jax.simulator.chat_client import (
     ChatClient,
     ChatConfig,
+    EndpointConfigError,
     EndpointError,
     MissingApiKeyError,
 )
+from latentcrs_jax.simulator.tokens import TokenUsage
 
 KINDS = ("rules", "llm")
 PROMPT_FIELDS = ("genre", "category", "decade")  # Fields listed as candidate features.
@@ -108,6 +110,7 @@ class TrackerSettings:
     max_concurrency: int = 4  # At most this many requests in flight.
     max_prompt_features: int = 200  # Candidate features listed in the prompt.
     excluded_features: bool = True  # Also ask for "excluded features" (False: paper's 2 keys).
+    tokenizer: str = ""  # Local tokenizer dir for token counts without `usage`; "" = estimate.
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -141,6 +144,8 @@ class TrackerSettings:
             timeout_s=self.timeout_s,
             max_retries=self.max_retries,
             max_concurrency=self.max_concurrency,
+            fields="multi_turn.tracker_",
+            tokenizer=self.tokenizer,
         )
 
 
@@ -219,6 +224,8 @@ class TrackResult:
       fallback: None when the reply was used; "unparsable" or "endpoint" when the rule
         tracker read the newest user turn instead.
       reply: the model's raw reply ("" when the endpoint failed).
+      usage: the tokens of this dialogue's request (a request shared by identical dialogues
+        counts for each; zero when the endpoint failed).
     """
 
     included: list[Feature]
@@ -227,6 +234,7 @@ class TrackResult:
     unknown: list[str] = dataclasses.field(default_factory=list)
     fallback: str | None = None
     reply: str = ""
+    usage: TokenUsage = TokenUsage()
 
     def apply(self, state: ConversationState) -> None:
         """Updates `state`: a used reply replaces its lists; a fallback folds this turn's."""
@@ -355,14 +363,18 @@ class LLMStateTracker:
             raise ValueError(f"{len(ignore_titles)} title lists for {len(states)} dialogues")
         if not states:
             return []
+        batch = [self.messages(s) for s in states]
         try:
-            replies = self.client.complete_many([self.messages(s) for s in states])
+            replies = self.client.complete_many(batch)
         except EndpointError as e:
             if not self.fallback_on_endpoint_error:
                 raise
             logging.error("state tracker: %s; the rule tracker reads this turn", e)
             return [self._rules(s, t, "endpoint", "") for s, t in zip(states, ignore_titles)]
-        return [self.interpret(r, s, t) for r, s, t in zip(replies, states, ignore_titles)]
+        results = [self.interpret(r, s, t) for r, s, t in zip(replies, states, ignore_titles)]
+        for result, messages in zip(results, batch):
+            result.usage = self.client.usage_for(messages)
+        return results
 
     def update(
         self,
@@ -409,6 +421,8 @@ def make_client(
             f"hold the API key for {settings.base_url} (multi_turn.tracker_api_key_env='' for "
             "servers without a key)"
         ) from e
+    except EndpointConfigError as e:
+        raise TrackerConfigError(f"state tracker: {e}") from e
 
 
 def make_tracker(

@@ -17,6 +17,12 @@ Protocol, for every system of `config.multi_turn.systems` on the same seeded tes
 Metrics: SR@r = share of samples that succeeded by round r (r = 1..R); AT = mean over samples of
 the success round, a failure counting R.
 
+LatentCRS^V (`latentcrs_v`) re-ranks the top `validator_candidates` of ^F's list with a validator
+(`validator.py`): the keyless stand-in by default, or an LLM on the `llm_*` endpoint with
+`validator="llm"`. The LLM-only baseline (`llm_only`, `llm_recommender.py`) asks that endpoint
+for titles each round; without an endpoint its row is skipped. Every LLM call is counted by
+system and role, and `multi_turn.md` ends with the token-cost table (`costs.py`).
+
 Rounds are batched across samples and systems: per round, every text a text-using system will
 rank is embedded in one call (`EmbeddingMemo.prefetch`; systems that share a dialogue text
 share its embedding), then each system scores its open dialogues `batch_size` rows at a time
@@ -37,13 +43,17 @@ import numpy as np
 from absl import logging
 
 from latentcrs_jax import fileio, stage_manifest
+from latentcrs_jax.conversation import costs as costs_lib
 from latentcrs_jax.conversation import filter as filter_lib
-from latentcrs_jax.conversation import llm_tracker
+from latentcrs_jax.conversation import llm_endpoint, llm_tracker
+from latentcrs_jax.conversation import llm_recommender as llm_rec_lib
 from latentcrs_jax.conversation import transcripts as transcripts_lib
+from latentcrs_jax.conversation import validator as validator_lib
 from latentcrs_jax.conversation.features import FeatureVocab
 from latentcrs_jax.conversation.state import RANKING_TEXTS, ConversationState
 from latentcrs_jax.errors import UserInputError
 from latentcrs_jax.simulator.state import DialogueState, Utterance, history_ids
+from latentcrs_jax.simulator.tokens import TokenUsage
 
 
 class MultiTurnConfigError(UserInputError, ValueError):
@@ -59,6 +69,11 @@ class SystemSpec:
     recommender: str  # Key into `recommenders.load_systems(...)[0]`.
     hard_filter: bool  # LatentCRS^F-style filter on the top candidates.
     uses_text: bool = True  # False: the recommender ignores the dialogue.
+    validate: bool = False  # LatentCRS^V: a validator re-ranks ^F's top candidates.
+    tracked: bool = True  # False: the state tracker never reads its dialogues (LLM-only).
+
+
+LLM_ONLY = "llm"  # The recommender key of the LLM-only baseline (no trained model).
 
 
 SYSTEM_SPECS: dict[str, SystemSpec] = {
@@ -70,6 +85,8 @@ SYSTEM_SPECS: dict[str, SystemSpec] = {
         SystemSpec("text_f", "text-only retrieval + filter", "text", True),
         SystemSpec("fusion_f", "joint fusion (no EM) + filter", "fusion", True),
         SystemSpec("late_fusion_f", "late fusion + filter", "late_fusion", True),
+        SystemSpec("latentcrs_v", "LatentCRS^V", "latentcrs", True, validate=True),
+        SystemSpec("llm_only", "LLM only (zero-shot)", LLM_ONLY, False, False, tracked=False),
     )
 }
 
@@ -99,6 +116,20 @@ class MultiTurnSettings:
     tracker_max_concurrency: int = 4
     tracker_max_prompt_features: int = 200
     tracker_excluded_features: bool = True
+    tracker_tokenizer: str = ""
+    validator: str = "standin"
+    validator_candidates: int = 20
+    validator_standin_weight: float = 0.5
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key_env: str = "OPENAI_API_KEY"
+    llm_temperature: float = 0.0
+    llm_max_tokens: int = 512
+    llm_timeout_s: float = 60.0
+    llm_max_retries: int = 5
+    llm_max_concurrency: int = 4
+    llm_tokenizer: str = ""
+    llm_only_titles: int = 10
     mask_history: bool = True
 
     def __post_init__(self):
@@ -115,9 +146,29 @@ class MultiTurnSettings:
                 "multi_turn.ranking_text='intents' ranks the LLM tracker's human intents: it "
                 "needs multi_turn.state_tracker='llm'"
             )
-        for name in ("rounds", "top_k", "candidates", "batch_size"):
+        for name in (
+            "rounds",
+            "top_k",
+            "candidates",
+            "batch_size",
+            "validator_candidates",
+            "llm_only_titles",
+            "llm_max_concurrency",
+        ):
             if int(getattr(self, name)) < 1:
                 raise MultiTurnConfigError(f"multi_turn.{name} must be >= 1")
+        if self.validator not in validator_lib.KINDS:
+            raise MultiTurnConfigError(
+                f"multi_turn.validator must be one of {validator_lib.KINDS}, got {self.validator!r}"
+            )
+        if not 0.0 <= self.validator_standin_weight <= 1.0:
+            raise MultiTurnConfigError("multi_turn.validator_standin_weight must be in [0, 1]")
+        missing = self.endpoint().missing()
+        if self.validator == "llm" and missing:
+            raise MultiTurnConfigError(
+                f"multi_turn.validator='llm' needs {' and '.join(missing)} (an OpenAI-compatible "
+                "endpoint, e.g. http://127.0.0.1:8000/v1, and its model)"
+            )
         unknown = [s for s in self.systems if s not in SYSTEM_SPECS]
         if unknown:
             raise MultiTurnConfigError(
@@ -135,6 +186,11 @@ class MultiTurnSettings:
         values.setdefault("mask_history", bool(mask_history))
         values["systems"] = tuple(values.get("systems", cls.systems))
         return cls(**values)
+
+    def endpoint(self) -> llm_endpoint.EndpointSettings:
+        """The endpoint of the LLM validator and the LLM-only baseline (the `llm_*` fields)."""
+        names = [f.name for f in dataclasses.fields(llm_endpoint.EndpointSettings)]
+        return llm_endpoint.EndpointSettings(**{n: getattr(self, f"llm_{n}") for n in names})
 
     def tracker(self) -> llm_tracker.TrackerSettings:
         """The state-tracker settings (`state_tracker` and the `tracker_*` fields)."""
@@ -206,7 +262,14 @@ class EmbeddingMemo:
 class _Dialogue:
     sim: DialogueState
     conv: ConversationState
+    system: str = ""
     success_round: int | None = None
+    usage: dict[str, TokenUsage] = dataclasses.field(default_factory=dict)
+
+    def spend(self, role: str, usage: TokenUsage | None) -> None:
+        """Adds the tokens of a call made for this dialogue to its `role`."""
+        if usage is not None:
+            self.usage[role] = self.usage.get(role, TokenUsage()) + usage
 
 
 def _score_rows(
@@ -226,6 +289,11 @@ def _score_rows(
     return out
 
 
+def _shown_count(spec: SystemSpec, settings: MultiTurnSettings) -> int:
+    """How many of the filtered list a system takes: ^V's candidates, else `top_k`."""
+    return settings.validator_candidates if spec.validate else settings.top_k
+
+
 def _recommend(
     spec: SystemSpec,
     conv: ConversationState,
@@ -235,7 +303,10 @@ def _recommend(
     has_title: Sequence[bool],
     settings: MultiTurnSettings,
 ) -> tuple[list[int], str]:
-    """The items one system shows for one dialogue this round, and its utterance."""
+    """The items one system shows for one dialogue this round, and its utterance.
+
+    For ^V (`spec.validate`) the list is ^F's top `validator_candidates`, to be re-ranked.
+    """
     if not spec.hard_filter:
         shown = list(ranked[: settings.top_k])
         return shown, filter_lib.system_utterance([titles[i] for i in shown])
@@ -245,20 +316,63 @@ def _recommend(
         conv.included,
         conv.excluded,
         conv.shown,
-        top_k=settings.top_k,
+        top_k=_shown_count(spec, settings),
         candidates=settings.candidates,
         has_title=has_title.__getitem__,
         shown_last=not settings.faithful_filter_order,
     )
-    text = filter_lib.system_utterance(
+    return shown, _filtered_utterance(conv, shown, vocab, titles)
+
+
+def _filtered_utterance(conv, shown, vocab, titles) -> str:
+    return filter_lib.system_utterance(
         [titles[i] for i in shown],
         [vocab.label(f) for f in conv.included],
         [vocab.label(f) for f in conv.excluded],
     )
-    return shown, text
 
 
-def simulate_dialogues(
+def _validated(
+    validator: Any,
+    rows: Sequence[_Dialogue],
+    candidates: Sequence[list[int]],
+    texts: Sequence[str],
+    vocab: FeatureVocab,
+    titles: Sequence[str],
+    settings: MultiTurnSettings,
+) -> list[tuple[list[int], str]]:
+    """^V's shown items and utterance per dialogue: the validator's order of ^F's candidates,
+    items already shown behind the others (unless `faithful_filter_order`), the first top_k."""
+    results = validator.rerank_many([d.conv.turns for d in rows], candidates, texts)
+    out = []
+    for d, result in zip(rows, results):
+        d.spend("validator", result.usage if validator.kind == "llm" else None)
+        order = result.order
+        if not settings.faithful_filter_order:
+            order = validator_lib.shown_last(order, d.conv.shown)
+        shown = order[: settings.top_k]
+        out.append((shown, _filtered_utterance(d.conv, shown, vocab, titles)))
+    return out
+
+
+def _llm_only(
+    recommender: llm_rec_lib.LLMRecommender,
+    rows: Sequence[_Dialogue],
+    titles: Sequence[str],
+    settings: MultiTurnSettings,
+) -> list[tuple[list[int], str]]:
+    """The LLM-only baseline's shown items and utterance per dialogue."""
+    results = recommender.recommend_many([d.conv.turns for d in rows])
+    out = []
+    for d, result in zip(rows, results):
+        d.spend("recommender", result.usage)
+        history = d.conv.history if settings.mask_history else ()
+        shown = llm_rec_lib.choose_shown(result.items, settings.top_k, d.conv.shown, history)
+        out.append((shown, filter_lib.system_utterance([titles[i] for i in shown])))
+    return out
+
+
+def run_dialogues(
     recommenders: Mapping[str, Any],
     specs: Sequence[SystemSpec],
     histories: np.ndarray,
@@ -271,7 +385,9 @@ def simulate_dialogues(
     settings: MultiTurnSettings,
     prefetch: Callable[[Sequence[str]], None] | None = None,
     tracker: llm_tracker.LLMStateTracker | None = None,
-) -> dict[str, list[transcripts_lib.Transcript]]:
+    validator: Any = None,
+    llm_recommender: llm_rec_lib.LLMRecommender | None = None,
+) -> dict[str, list[_Dialogue]]:
     """Runs the protocol for every system on the same samples.
 
     Args:
@@ -281,7 +397,8 @@ def simulate_dialogues(
       histories: int32[S, H] left-padded histories of the samples.
       targets: int32[S] target ids.
       keys: S sample keys.
-      first_utterances: S first-turn utterances (the cached x_u).
+      first_utterances: S first-turn utterances (the cached x_u; their `usage` counts as the
+        simulator's tokens of every system's dialogue).
       simulator: `TemplateSimulator` or `LLMSimulator` (needs `respond_many`).
       items: the items table (items[0] is PAD).
       vocab: the feature vocabulary of `items`.
@@ -289,9 +406,12 @@ def simulate_dialogues(
       prefetch: called with every text of a round before scoring (an `EmbeddingMemo`).
       tracker: the LLM state tracker (None: the rule tracker, `vocab.stated`); its calls are
         batched, one `complete_many` per round over every open dialogue of every system.
+      validator: ^V's `validator.LLMValidator` or `validator.StandInValidator` (needed by a
+        spec with `validate`); one batch per round.
+      llm_recommender: the LLM-only baseline (needed by a spec whose recommender is LLM_ONLY).
 
     Returns:
-      system name -> S transcripts in sample order (`sample_index` is the position here).
+      system name -> S dialogues in sample order.
     """
     histories = np.asarray(histories)
     n = len(targets)
@@ -302,7 +422,6 @@ def simulate_dialogues(
     titles = [filter_lib.item_title(it) for it in items]
     has_title = [bool(it.get("title")) for it in items]
     batch = min(settings.batch_size, max(n, 1))
-    pool = settings.candidates + 2 * settings.top_k
     rule_vocab = vocab if tracker is None else None  # The LLM tracker reads turns in batches.
     dialogues: dict[str, list[_Dialogue]] = {}
     for spec in specs:
@@ -319,12 +438,24 @@ def simulate_dialogues(
             )
             conv = ConversationState(history=list(hist_ids[j]))
             conv.add_user_turn(utt.text, rule_vocab, hist_titles[j])
-            rows.append(_Dialogue(sim, conv))
+            rows.append(_Dialogue(sim, conv, spec.name))
+            rows[-1].spend("simulator", utt.usage)
         dialogues[spec.name] = rows
-    if tracker is not None:  # Every system's dialogue starts the same: one request per sample.
-        tracker.update(
-            [d.conv for s in specs for d in dialogues[s.name]],
-            [hist_titles[j] for s in specs for j in range(n)],
+
+    def track(pairs: Sequence[tuple[_Dialogue, Sequence[str]]]) -> None:
+        # Every system's dialogue starts the same: identical requests are sent once.
+        results = tracker.update([d.conv for d, _ in pairs], [t for _, t in pairs])
+        for (d, _), result in zip(pairs, results):
+            d.spend("tracker", result.usage)
+
+    if tracker is not None:
+        track(
+            [
+                (d, hist_titles[j])
+                for s in specs
+                if s.tracked
+                for j, d in enumerate(dialogues[s.name])
+            ]
         )
     start = time.perf_counter()
     for rnd in range(1, settings.rounds + 1):
@@ -340,23 +471,42 @@ def simulate_dialogues(
             for s in specs
         }
         if prefetch is not None:
-            prefetch([t for s in specs if s.uses_text for t in texts[s.name]])
+            prefetch(
+                [
+                    t
+                    for s in specs
+                    if s.uses_text or (s.validate and getattr(validator, "kind", "") == "standin")
+                    for t in texts[s.name]
+                ]
+            )
         replies: list[tuple[_Dialogue, list[int], str, list[str]]] = []
         for spec in specs:
             rows = open_rows[spec.name]
             if not rows:
                 continue
-            ranked = _score_rows(
-                recommenders[spec.recommender],
-                histories[rows],
-                texts[spec.name],
-                batch,
-                pool,
-                settings.mask_history,
-            )
-            for j, ids in zip(rows, ranked):
-                d = dialogues[spec.name][j]
-                shown, text = _recommend(spec, d.conv, ids, vocab, titles, has_title, settings)
+            ds = [dialogues[spec.name][j] for j in rows]
+            if spec.recommender == LLM_ONLY:
+                proposals = _llm_only(llm_recommender, ds, titles, settings)
+            else:
+                k = settings.candidates + 2 * _shown_count(spec, settings)
+                ranked = _score_rows(
+                    recommenders[spec.recommender],
+                    histories[rows],
+                    texts[spec.name],
+                    batch,
+                    k,
+                    settings.mask_history,
+                )
+                proposals = [
+                    _recommend(spec, d.conv, ids, vocab, titles, has_title, settings)
+                    for d, ids in zip(ds, ranked)
+                ]
+                if spec.validate:
+                    candidates = [shown for shown, _ in proposals]
+                    proposals = _validated(
+                        validator, ds, candidates, texts[spec.name], vocab, titles, settings
+                    )
+            for j, d, (shown, text) in zip(rows, ds, proposals):
                 d.conv.add_system_turn(text, shown)
                 if int(targets[j]) in shown:
                     d.success_round = rnd
@@ -369,8 +519,10 @@ def simulate_dialogues(
             for (d, _, _, ignore), (new_sim, utt) in zip(replies, answers):
                 d.sim = new_sim
                 d.conv.add_user_turn(utt.text, rule_vocab, ignore)
+                d.spend("simulator", utt.usage)
             if tracker is not None:
-                tracker.update([r[0].conv for r in replies], [r[3] for r in replies])
+                tracked = {s.name for s in specs if s.tracked}
+                track([(r[0], r[3]) for r in replies if r[0].system in tracked])
         logging.info(
             "multi-turn round %d/%d: %s (%.1fs)",
             rnd,
@@ -381,15 +533,26 @@ def simulate_dialogues(
             ),
             time.perf_counter() - start,
         )
+    return dialogues
+
+
+def _transcripts(
+    specs: Sequence[SystemSpec],
+    dialogues: Mapping[str, Sequence[_Dialogue]],
+    keys: Sequence[str],
+    targets: np.ndarray,
+    items: Sequence[Mapping[str, Any]],
+    labels: Mapping[str, str],
+) -> dict[str, list[transcripts_lib.Transcript]]:
     return {
         spec.name: [
             transcripts_lib.Transcript(
                 system=spec.name,
-                label=spec.label,
+                label=labels.get(spec.name, spec.label),
                 sample_index=j,
                 sample_key=str(keys[j]),
                 target=int(targets[j]),
-                target_title=titles[int(targets[j])],
+                target_title=filter_lib.item_title(items[int(targets[j])]),
                 success_round=d.success_round,
                 state=d.conv,
             )
@@ -397,6 +560,43 @@ def simulate_dialogues(
         ]
         for spec in specs
     }
+
+
+def simulate_dialogues(
+    recommenders: Mapping[str, Any],
+    specs: Sequence[SystemSpec],
+    histories: np.ndarray,
+    targets: np.ndarray,
+    keys: Sequence[str],
+    first_utterances: Sequence[Utterance],
+    simulator: Any,
+    items: Sequence[Mapping[str, Any]],
+    vocab: FeatureVocab,
+    settings: MultiTurnSettings,
+    prefetch: Callable[[Sequence[str]], None] | None = None,
+    tracker: llm_tracker.LLMStateTracker | None = None,
+    validator: Any = None,
+    llm_recommender: llm_rec_lib.LLMRecommender | None = None,
+) -> dict[str, list[transcripts_lib.Transcript]]:
+    """`run_dialogues` (same arguments) as transcripts: system name -> S transcripts in sample
+    order (`sample_index` is the position here)."""
+    dialogues = run_dialogues(
+        recommenders,
+        specs,
+        histories,
+        targets,
+        keys,
+        first_utterances,
+        simulator,
+        items,
+        vocab,
+        settings,
+        prefetch,
+        tracker,
+        validator,
+        llm_recommender,
+    )
+    return _transcripts(specs, dialogues, keys, targets, items, {})
 
 
 def to_markdown(results: Mapping[str, Mapping[str, Any]], rounds: int) -> str:
@@ -421,22 +621,34 @@ def evaluate(
     settings: MultiTurnSettings,
     prefetch: Callable[[Sequence[str]], None] | None = None,
     tracker: llm_tracker.LLMStateTracker | None = None,
+    validator: Any = None,
+    llm_recommender: llm_rec_lib.LLMRecommender | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[transcripts_lib.Transcript]]]:
-    """Runs every configured system whose recommender exists; returns (results, transcripts).
+    """Runs every configured system whose parts exist; returns (results, transcripts).
 
-    `results[name]` is `success_metrics(...)` plus "label", "recommender" and "hard_filter".
-    Systems whose recommender is missing (e.g. no fusion run) are skipped with a warning.
-    With an LLM `tracker`, its vocabulary is the filter's (build it from `items`, `domain`).
+    `results[name]` is `success_metrics(...)` plus "label", "recommender", "hard_filter" and
+    "cost" (`costs.system_costs`: the tokens of its dialogues by role). Systems whose
+    recommender is missing (e.g. no fusion run), ^V without a `validator` and the LLM-only
+    baseline without an `llm_recommender` (no endpoint) are skipped with a log line. With an
+    LLM `tracker`, its vocabulary is the filter's (build it from `items`, `domain`).
     """
     specs = []
     for name in settings.systems:
         spec = SYSTEM_SPECS[name]
-        if spec.recommender in recommenders:
+        if spec.recommender == LLM_ONLY and llm_recommender is None:
+            logging.info(
+                "multi-turn: no LLM endpoint (multi_turn.llm_base_url, llm_model); skipping %s",
+                name,
+            )
+        elif spec.validate and validator is None:
+            logging.warning("multi-turn: no validator; skipping %s", name)
+        elif spec.recommender == LLM_ONLY or spec.recommender in recommenders:
             specs.append(spec)
         else:
             logging.warning("multi-turn: no %r recommender; skipping %s", spec.recommender, name)
     vocab = tracker.vocab if tracker is not None else FeatureVocab(items, domain)
-    dialogues = simulate_dialogues(
+    labels = {s.name: _label(s, validator, llm_recommender) for s in specs}
+    dialogues = run_dialogues(
         recommenders,
         specs,
         histories,
@@ -449,17 +661,49 @@ def evaluate(
         settings,
         prefetch,
         tracker,
+        validator,
+        llm_recommender,
     )
     results = {}
     for spec in specs:
-        metrics = success_metrics([t.success_round for t in dialogues[spec.name]], settings.rounds)
+        rows = dialogues[spec.name]
+        metrics = success_metrics([d.success_round for d in rows], settings.rounds)
+        usage = {
+            role: sum((d.usage.get(role, TokenUsage()) for d in rows), TokenUsage())
+            for role in costs_lib.ROLES
+        }
+        turns = sum(d.success_round or settings.rounds for d in rows)
         results[spec.name] = {
-            "label": spec.label,
+            "label": labels[spec.name],
             "recommender": spec.recommender,
             "hard_filter": spec.hard_filter,
             **metrics,
+            "cost": costs_lib.system_costs(
+                usage, _parts(spec, simulator, tracker, validator), len(rows), turns
+            ),
         }
-    return results, dialogues
+    return results, _transcripts(specs, dialogues, keys, targets, items, labels)
+
+
+def _label(spec: SystemSpec, validator: Any, llm_recommender: Any) -> str:
+    if spec.validate:
+        return f"{spec.label}, {validator.label}"
+    if spec.recommender == LLM_ONLY:
+        return f"{spec.label}, {llm_recommender.client.config.model}"
+    return spec.label
+
+
+def _parts(spec: SystemSpec, simulator: Any, tracker: Any, validator: Any) -> dict[str, str]:
+    """Which parts of a system call an LLM (costs.LLM), run without one, or do not exist."""
+    llm, keyless, absent = costs_lib.LLM, costs_lib.KEYLESS, costs_lib.ABSENT
+    return {
+        "simulator": llm if getattr(simulator, "client", None) is not None else keyless,
+        "tracker": absent if not spec.tracked else (llm if tracker is not None else keyless),
+        "validator": (
+            absent if not spec.validate else (llm if validator.kind == "llm" else keyless)
+        ),
+        "recommender": llm if spec.recommender == LLM_ONLY else keyless,
+    }
 
 
 def write_outputs(
@@ -482,6 +726,10 @@ def write_outputs(
         | dict(extra or {}),
     )
     md = header + "\n\n" + to_markdown(results, settings.rounds)
+    costs = {name: row["cost"] for name, row in results.items() if "cost" in row}
+    if costs:
+        labels = {name: row["label"] for name, row in results.items()}
+        md += "\n\nToken cost per dialogue\n\n" + costs_lib.to_markdown(costs, labels)
     fileio.write_text(out_dir / "multi_turn.md", md + "\n")
     return md
 
@@ -525,22 +773,32 @@ def _fingerprint(config, workdir: pathlib.Path, settings: MultiTurnSettings) -> 
 
 
 def preflight(config) -> MultiTurnSettings:
-    """Checks `config.multi_turn`, the LLM tracker's endpoint and API key included; no request.
+    """Checks `config.multi_turn`, the LLM endpoints and API keys included; no request.
 
     Cheap, so a pipeline can call it before its first stage and fail at its start rather than
     after training; `run` calls it first.
 
     Raises:
-      MultiTurnConfigError: a bad field, or the LLM tracker without endpoint, model or key.
+      MultiTurnConfigError: a bad field, or the LLM tracker or the LLM validator without
+        endpoint or model, or an endpoint's key missing.
     """
     settings = MultiTurnSettings.from_config(
         config.multi_turn, mask_history=bool(config.em.mask_history)
     )
     try:
         llm_tracker.make_client(settings.tracker())
-    except llm_tracker.TrackerConfigError as e:
+        llm_endpoint.make_client(settings.endpoint())
+    except (llm_tracker.TrackerConfigError, llm_endpoint.EndpointConfigError) as e:
         raise MultiTurnConfigError(str(e)) from e
     return settings
+
+
+def _first_turn_usage(simulator: Any, utt: Utterance, history, target: int) -> Utterance:
+    """The first turn with its tokens: as recorded by the simulate stage, else counted."""
+    if getattr(simulator, "client", None) is None or utt.usage is not None:
+        return utt
+    messages = simulator.first_turn_messages(history, int(target))
+    return dataclasses.replace(utt, usage=simulator.client.counter.count(messages, utt.text))
 
 
 def run(config, workdir: str | pathlib.Path) -> str:
@@ -563,6 +821,13 @@ def run(config, workdir: str | pathlib.Path) -> str:
         return md_path.read_text(encoding="utf-8").rstrip("\n")
     tracker_settings = settings.tracker()
     client = llm_tracker.make_client(tracker_settings, out / "tracker_cache.jsonl")
+    endpoint = settings.endpoint()
+    validator_client = None
+    if settings.validator == "llm" and "latentcrs_v" in settings.systems:
+        validator_client = llm_endpoint.make_client(endpoint, out / "validator_cache.jsonl")
+    llm_only_client = None
+    if "llm_only" in settings.systems:
+        llm_only_client = llm_endpoint.make_client(endpoint, out / "llm_only_cache.jsonl")
     systems, ctx = recommenders_lib.load_systems(config, workdir, wrap_embed=EmbeddingMemo)
     memo = ctx.embed  # Every system embeds through this one memo.
     ds = ctx.dataset
@@ -578,19 +843,40 @@ def run(config, workdir: str | pathlib.Path) -> str:
     if client is not None:
         vocab = FeatureVocab(ds.items, ds.domain)
         tracker = llm_tracker.make_tracker(tracker_settings, vocab, ds.domain, client=client)
+    validator = None
+    if validator_client is not None:
+        validator = validator_lib.LLMValidator(ds.items, ds.domain, validator_client)
+    elif "latentcrs_v" in settings.systems:
+        item_text = getattr(ctx, "item_text_emb", None)
+        if item_text is None:
+            logging.warning("multi-turn: no item-text embeddings for the stand-in validator")
+        else:
+            validator = validator_lib.StandInValidator(
+                memo, item_text, settings.validator_standin_weight
+            )
+    llm_only = None
+    if llm_only_client is not None:
+        llm_only = llm_rec_lib.LLMRecommender(
+            ds.items, ds.domain, llm_only_client, settings.llm_only_titles
+        )
+    firsts = [
+        _first_turn_usage(simulator, utterances[i], test.history[i], test.target[i]) for i in idx
+    ]
     start = time.perf_counter()
     results, dialogues = evaluate(
         systems,
         test.history[idx],
         test.target[idx],
         [ds.sample_key("test", i) for i in idx],
-        [utterances[i] for i in idx],
+        firsts,
         simulator,
         ds.items,
         ds.domain,
         settings,
         prefetch=memo.prefetch,
         tracker=tracker,
+        validator=validator,
+        llm_recommender=llm_only,
     )
     seconds = time.perf_counter() - start
     for rows in dialogues.values():  # Positions -> test-split indices.
@@ -607,6 +893,12 @@ def run(config, workdir: str | pathlib.Path) -> str:
     if tracker is not None:
         extra["state_tracker"] = tracker.summary()
         logging.info("multi-turn state tracker: %s", extra["state_tracker"])
+    if validator is not None:
+        extra["validator"] = {"kind": validator.kind, **validator.summary()}
+        logging.info("multi-turn validator: %s", extra["validator"])
+    if llm_only is not None:
+        extra["llm_only"] = llm_only.summary()
+        logging.info("multi-turn LLM-only baseline: %s", extra["llm_only"])
     md = write_outputs(
         workdir / "eval",
         results,

@@ -78,7 +78,7 @@ def as_strings(value: Any, split: bool) -> list[str]:
     return as_strings(str(value), split)
 
 
-def _objects(text: str):
+def json_objects(text: str):
     """Dicts found in `text`: inside code fences first, then anywhere, JSON then Python-style."""
     candidates = [m.group(1) for m in _FENCE_RE.finditer(text)] + [text]
     decoder = json.JSONDecoder()
@@ -119,7 +119,7 @@ def parse_reply(text: str) -> ParsedReply:
     if not text.strip():
         raise ReplyParseError("empty reply")
     found_object = False
-    for obj in _objects(text):
+    for obj in json_objects(text):
         found_object = True
         keys = {_key(k): v for k, v in obj.items()}
         feature_key = next((k for k in keys if k in _FEATURE_KEYS), None)

@@ -11,7 +11,9 @@ Rows (all full ranking over every item, PAD never ranked, history masked unless
   late fusion          z-scored backbone + text-only (+ log popularity) scores with weights
                        fitted on the validation split (evaluation/late_fusion.py; not in the
                        paper: the bar a fused model has to beat);
-  no KL / no rec loss  ablations of the EM run.
+  no KL / no rec loss  ablations of the EM run;
+  LatentCRS^V          a validator re-ranks the prior's top N (`one_turn_validated.py`: the
+                       keyless stand-in per seed; the LLM validator, first seed, when set).
 Trained rows come from each stage's `final_metrics.json` (the best-valid state); the others
 are computed here. Output: `<workdir>/eval/one_turn.{json,md}`.
 """
@@ -27,7 +29,7 @@ from absl import logging
 from latentcrs_jax import fileio
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
-from latentcrs_jax.evaluation import late_fusion, ranking
+from latentcrs_jax.evaluation import late_fusion, one_turn_validated, ranking
 from latentcrs_jax.text import stage as encode_stage
 
 METRICS = tuple(f"{m}@{k}" for m in ("hit", "ndcg") for k in ranking.DEFAULT_KS)
@@ -162,6 +164,11 @@ def run(config, workdir: str | pathlib.Path) -> str:
         bool(config.em.mask_history),
         extra_rows=extra,
     )
+    for label, row in one_turn_validated.rows(config, workdir).items():
+        table[label] = {
+            m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v}
+            for m, v in row.items()
+        }
     md = to_markdown(table) + note
     fileio.write_json(workdir / "eval" / "one_turn.json", table)
     header = f"One-turn test results ({len(config.em_seeds)} seed(s), full ranking)\n\n"

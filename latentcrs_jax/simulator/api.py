@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from latentcrs_jax.simulator import tokens
 from latentcrs_jax.simulator.chat_client import ChatClient, ChatConfig
 from latentcrs_jax.simulator.llm import LLMSimulator
 from latentcrs_jax.simulator.state import Utterance
@@ -38,6 +39,7 @@ class SimulatorConfig:
     llm_max_retries: int = 5
     llm_leak_retries: int = 2
     llm_temperature: float = 0.7
+    llm_tokenizer: str = ""
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | Any | None) -> SimulatorConfig:
@@ -67,6 +69,7 @@ class SimulatorConfig:
             max_retries=self.llm_max_retries,
             max_concurrency=self.llm_max_concurrency,
             seed=self.seed,
+            tokenizer=self.llm_tokenizer,
         )
 
 
@@ -139,9 +142,11 @@ def simulate_first_turns(
 
 
 def utterance_stats(utterances: Sequence[Utterance]) -> dict[str, float]:
-    """Counts for reports: samples, distinct texts, mean conditions, history mentions, leaks."""
+    """Counts for reports: samples, distinct texts, mean conditions, history mentions, leaks;
+    for LLM utterances also their calls and tokens ("tokens_estimated": calls counted by
+    estimate, see `tokens.py`)."""
     n = len(utterances)
-    return {
+    out = {
         "samples": n,
         "distinct": len({u.text for u in utterances}),
         "mean_conditions": float(np.mean([len(u.conditions) for u in utterances])) if n else 0.0,
@@ -150,3 +155,12 @@ def utterance_stats(utterances: Sequence[Utterance]) -> dict[str, float]:
         ),
         "leaked": sum(u.leaked for u in utterances),
     }
+    usage = tokens.total([u.usage for u in utterances if u.usage is not None])
+    if usage.calls:
+        out |= {
+            "llm_calls": usage.calls,
+            "prompt_tokens": usage.prompt,
+            "completion_tokens": usage.completion,
+            "tokens_estimated": usage.estimated,
+        }
+    return out

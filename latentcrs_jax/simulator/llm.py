@@ -7,6 +7,7 @@ check as the template simulator; a leaking reply is requested again (with a remi
 the prompt, so the retry is a new request and a new cache entry) up to `leak_retries` times,
 then returned with `leaked=True`. "<END>" in a reply marks the dialogue done and is removed from
 the text.
+Each utterance carries the tokens of the calls behind it (`Utterance.usage`).
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ class LLMSimulator:
         target_item = self._item(target)
         words = sorted(leak.distinctive_words(str(target_item.get("title") or "")))
         text, ended = parse_reply(self.client.complete(messages))
+        usage = self.client.usage_for(messages)
         for attempt in range(1, self.leak_retries + 1):
             if leak.find_leak(text, target_item) is None:
-                return Utterance(text, [], done=ended)
+                return Utterance(text, [], done=ended, usage=usage)
             retry = [dict(m) for m in messages]
             first = retry[0]
             first["content"] = first["content"] + prompts.LEAK_REMINDER.format(
@@ -100,6 +102,7 @@ class LLMSimulator:
                 words=", ".join(f'"{w}"' for w in words[:8]) or '"the title"',
             )
             text, ended = parse_reply(self.client.complete(retry))
+            usage = usage + self.client.usage_for(retry)
         fragment = leak.find_leak(text, target_item)
         if fragment is not None:
             logging.warning(
@@ -109,7 +112,7 @@ class LLMSimulator:
                 self.leak_retries,
                 text,
             )
-        return Utterance(text, [], done=ended, leaked=fragment is not None)
+        return Utterance(text, [], done=ended, leaked=fragment is not None, usage=usage)
 
     def first_turn(self, history: Sequence[int], target: int, sample_key: str = "") -> Utterance:
         """The first-turn utterance of one sample (`sample_key` is unused; the cache keys)."""

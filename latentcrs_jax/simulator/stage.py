@@ -25,6 +25,8 @@ def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
 
 # Fields that change how fast or how patiently the endpoint is called, never what it answers.
 SPEED_ONLY = ("llm_max_concurrency", "llm_timeout_s", "llm_max_retries", "llm_api_key_env")
+# Fields that only change how tokens are counted (added later: hashed only when set).
+COUNT_ONLY = {"llm_tokenizer": ""}
 
 
 def fingerprint_section(simulator) -> dict:
@@ -35,7 +37,8 @@ def fingerprint_section(simulator) -> dict:
     fixed = {k: defaults[k] for k in SPEED_ONLY}
     if simulator.kind == "template":
         fixed = {k: v for k, v in defaults.items() if k.startswith("llm_")}
-    return stage_manifest.section(simulator, fixed=fixed)
+    fixed |= COUNT_ONLY
+    return stage_manifest.section(simulator, neutral=COUNT_ONLY, fixed=fixed)
 
 
 def _fingerprint(config, workdir) -> str:

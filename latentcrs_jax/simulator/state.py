@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from latentcrs_jax.simulator.attributes import Condition
+from latentcrs_jax.simulator.tokens import TokenUsage
 
 END_TOKEN = "<END>"  # What the paper's prompt asks the LLM to output when the dialogue ends.
 
@@ -23,6 +24,8 @@ class Utterance:
       accepted: the user accepts a recommendation (the target was shown).
       done: the user ends the conversation.
       leaked: an LLM reply still named the target after every leak retry (never for templates).
+      usage: the tokens of the LLM calls behind this turn, leak retries included (None for
+        templates: no call).
     """
 
     text: str
@@ -31,11 +34,14 @@ class Utterance:
     accepted: bool = False
     done: bool = False
     leaked: bool = False
+    usage: TokenUsage | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (conditions as [field, value] lists)."""
+        """JSON-ready dict (conditions as [field, value] lists; "usage" only when set)."""
         d = dataclasses.asdict(self)
         d["conditions"] = [list(c) for c in self.conditions]
+        if self.usage is None:
+            del d["usage"]
         return d
 
     @classmethod
@@ -43,6 +49,8 @@ class Utterance:
         """Inverse of `to_dict`."""
         d = dict(d)
         d["conditions"] = [(str(f), str(v)) for f, v in d.get("conditions", ())]
+        if d.get("usage") is not None:
+            d["usage"] = TokenUsage.from_dict(d["usage"])
         return cls(**d)
 
 

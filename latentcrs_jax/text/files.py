@@ -40,8 +40,8 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     """Reads a UTF-8 file with one text per line.
 
     Lines split on "\\n" only (a trailing "\\r" is dropped, so CRLF files work); other Unicode
-    line separators stay inside their text. A final newline does not add an empty text, but
-    empty lines in between are kept as empty texts.
+    line separators stay inside their text. A leading byte-order mark is dropped. A final
+    newline does not add an empty text, but empty lines in between are kept as empty texts.
 
     Raises:
         FileNotFoundError: naming the file.
@@ -50,10 +50,14 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise TextFileNotFoundError(f"Text file not found: {path}")
+    raw = path.read_bytes()
     try:
-        content = path.read_bytes().decode("utf-8")
+        content = raw.decode("utf-8").removeprefix("\ufeff")  # A leading BOM is no text.
     except UnicodeDecodeError as e:
-        raise TextInputError(f"{path} is not valid UTF-8: {e}") from e
+        line = raw[: e.start].count(b"\n") + 1
+        raise TextInputError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8"
+        ) from e
     if content == "":
         return []
     lines = content.split("\n")

@@ -6,7 +6,6 @@ metadata rows of items that occur in the kept reviews are held in memory. The it
 reviews by `asin` (`config.data.amazon_item_key = "asin"` reproduces that).
 """
 
-import gzip
 import json
 import pathlib
 
@@ -14,12 +13,6 @@ from latentcrs_jax.data import items as items_lib
 from latentcrs_jax.data.errors import DataError
 from latentcrs_jax.data.readers import base
 from latentcrs_jax.data.readers.paths import resolve_data_dir
-
-
-def _open(path: pathlib.Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
 
 
 def _find(root: pathlib.Path, stem: str) -> pathlib.Path:
@@ -31,20 +24,29 @@ def _find(root: pathlib.Path, stem: str) -> pathlib.Path:
 
 def _records(path: pathlib.Path, required: tuple[str, ...]):
     """Yields (line_no, record) for every non-empty line, checking JSON and required keys."""
-    with _open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"malformed JSON ({e.msg})", str(path), line_no) from None
-            if not isinstance(record, dict):
-                raise DataError("expected a JSON object", str(path), line_no)
-            missing = [k for k in required if k not in record]
-            if missing:
-                raise DataError(f"missing field(s) {missing}", str(path), line_no)
-            yield line_no, record
+    for line_no, line in enumerate(base.text_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"malformed JSON ({e.msg})", str(path), line_no) from None
+        except RecursionError:
+            raise DataError("malformed JSON (nested too deeply)", str(path), line_no) from None
+        if not isinstance(record, dict):
+            raise DataError("expected a JSON object", str(path), line_no)
+        missing = [k for k in required if k not in record]
+        if missing:
+            raise DataError(f"missing field(s) {missing}", str(path), line_no)
+        yield line_no, record
+
+
+def _id(record: dict, key: str, path: pathlib.Path, line: int) -> str:
+    """A raw id: a non-empty string or number (not null, a list or an object)."""
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise DataError(f"{key} must be a string, got {json.dumps(value)[:80]}", str(path), line)
+    return base.parse_id(str(value), key, path, line)
 
 
 def _clean_list(values) -> list[str]:
@@ -82,13 +84,15 @@ def read_amazon(data_config) -> base.RawData:
         raise DataError(f"config.data.amazon_item_key must be parent_asin or asin, got {key!r}")
     buf = base.InteractionBuffer(reviews_path, data_config.min_rating)
     for line_no, r in _records(reviews_path, ("user_id", key, "rating", "timestamp")):
-        rating = base.parse_number(str(r["rating"]), float, "rating", reviews_path, line_no)
-        ts = base.parse_number(str(r["timestamp"]), int, "timestamp", reviews_path, line_no)
-        buf.add(str(r["user_id"]), str(r[key]), rating, ts, line_no)
+        rating = base.parse_number(str(r["rating"]), float, "rating", reviews_path, line_no, 0)
+        ts = base.parse_number(str(r["timestamp"]), int, "timestamp", reviews_path, line_no, 0)
+        user = _id(r, "user_id", reviews_path, line_no)
+        buf.add(user, _id(r, key, reviews_path, line_no), rating, ts, line_no)
     wanted = set(buf.items)
-    meta = {}
-    for _, record in _records(meta_path, ("parent_asin",)):
-        raw_id = str(record["parent_asin"])
-        if raw_id in wanted and raw_id not in meta:
-            meta[raw_id] = meta_to_item(raw_id, record, data_config.category)
+    meta = base.ItemTable(meta_path)
+    for line_no, record in _records(meta_path, ("parent_asin",)):
+        raw_id = _id(record, "parent_asin", meta_path, line_no)
+        if raw_id in wanted:
+            meta.add(raw_id, meta_to_item(raw_id, record, data_config.category), line_no)
+    meta.warn()
     return buf.finish(meta, str(meta_path))

@@ -2,11 +2,14 @@
 
 import csv
 import dataclasses
+import gzip
+import math
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from latentcrs_jax.data.errors import DataError
 
@@ -88,33 +91,139 @@ class InteractionBuffer:
         )
 
 
+# Largest field the csv module accepts (its default limit); a longer one is almost always an
+# unterminated quote that swallowed the rest of the file.
+MAX_FIELD_CHARS = csv.field_size_limit()
+
+
+def text_lines(path: pathlib.Path) -> Iterator[str]:
+    """The UTF-8 lines of `path` (`.gz` too), line ends kept, a leading byte-order mark dropped.
+
+    Raises:
+      DataError: a line that is not valid UTF-8, naming the file, the line and the byte.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
+                    "line); save the file as UTF-8",
+                    str(path),
+                    line_no,
+                ) from None
+            yield line.removeprefix("\ufeff") if line_no == 1 else line
+
+
 def csv_rows(path: pathlib.Path, required: tuple[str, ...]):
-    """Yields (line_no, row dict) from a headed CSV, checking the header and field counts."""
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
+    """Yields (line_no, row dict) from a headed CSV, checking the header and field counts.
+
+    `line_no` is the line where the row starts (a quoted field may span lines). The CSV is
+    read strictly: a quote left open (which would swallow the rest of the file), text after
+    a closing quote and a field over `MAX_FIELD_CHARS` are errors at the row's first line.
+    """
+    reader = csv.reader(text_lines(path), strict=True)
+    start = 1
+    try:
         header = next(reader, None)
         if header is None:
             raise DataError("empty file (no header row)", str(path), 1)
         missing = [c for c in required if c not in header]
         if missing:
             raise DataError(f"header lacks column(s) {missing}; has {header}", str(path), 1)
-        for row in reader:
-            line_no = reader.line_num
+        while True:
+            start = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                return
             if not row:
                 continue
             if len(row) != len(header):
                 raise DataError(
-                    f"expected {len(header)} fields, got {len(row)}: {row!r}", str(path), line_no
+                    f"expected {len(header)} fields, got {len(row)}: {row!r}"[:300],
+                    str(path),
+                    start,
                 )
-            yield line_no, dict(zip(header, row))
+            yield start, dict(zip(header, row))
+    except csv.Error as e:
+        end = reader.line_num
+        if "field larger than field limit" in str(e):
+            what = f"a field longer than {MAX_FIELD_CHARS} characters (an unterminated quote?)"
+        elif "unexpected end of data" in str(e):
+            what = "a quoted field that is never closed (unterminated quote)"
+        elif "new-line character seen in unquoted field" in str(e):
+            what = "a carriage return (\\r) inside a line (save with \\n or \\r\\n line ends)"
+        else:
+            what = f"malformed CSV ({e}; check its quotes)"
+        span = f" (the row runs to line {end})" if end > start else ""
+        raise DataError(f"{what} in the row starting here{span}", str(path), start) from None
 
 
-def parse_number(text: str, kind: type, what: str, path: pathlib.Path, line: int):
-    """Parses an int or float field, raising DataError naming the file and line."""
+def parse_number(
+    text: str,
+    kind: type,
+    what: str,
+    path: pathlib.Path,
+    line: int,
+    minimum: float | None = None,
+):
+    """Parses an int or float field, raising DataError naming the file and line.
+
+    Floats must be finite (no nan or inf), ints must fit int64, and both at least `minimum`
+    when one is given.
+    """
     try:
-        return kind(text)
-    except ValueError:
+        value = kind(text)
+    except (ValueError, OverflowError):
         raise DataError(f"{what} is not a number: {text!r}", str(path), line) from None
+    if kind is float and not math.isfinite(value):
+        raise DataError(f"{what} is not a finite number: {text!r}", str(path), line)
+    if kind is int and not -(2**63) <= value < 2**63:
+        raise DataError(f"{what} is out of range: {text!r}", str(path), line)
+    if minimum is not None and value < minimum:
+        raise DataError(f"{what} must be >= {minimum:g}, got {text!r}", str(path), line)
+    return value
+
+
+def parse_id(text: str, what: str, path: pathlib.Path, line: int) -> str:
+    """A raw id field: non-empty after stripping spaces (the raw text is kept)."""
+    if not text.strip():
+        raise DataError(f"{what} is empty", str(path), line)
+    return text
+
+
+class ItemTable(dict):
+    """Item records keyed by raw id; a repeated id keeps its first record and is counted.
+
+    Call `warn()` after the file: it logs how many rows repeated an id (none are silent).
+    """
+
+    def __init__(self, path: pathlib.Path):
+        super().__init__()
+        self.path = path
+        self.duplicates = 0
+        self.first_duplicate: tuple[str, int] | None = None
+
+    def add(self, raw_id: str, record: dict[str, Any], line: int) -> None:
+        if raw_id in self:
+            self.duplicates += 1
+            self.first_duplicate = self.first_duplicate or (raw_id, line)
+            return
+        self[raw_id] = record
+
+    def warn(self) -> None:
+        if self.duplicates:
+            raw_id, line = self.first_duplicate
+            logging.warning(
+                "%s: %d row(s) repeat an item id already read; the first row of each id is kept "
+                "(first repeat: id %r on line %d)",
+                self.path,
+                self.duplicates,
+                raw_id,
+                line,
+            )
 
 
 def require_file(path: pathlib.Path, hint: str = "") -> pathlib.Path:

@@ -27,6 +27,8 @@ def _dat_rows(path: pathlib.Path, columns: tuple[str, ...]):
     with path.open(encoding="latin-1") as f:
         for line_no, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
+            if line_no == 1:
+                line = line.removeprefix("\xef\xbb\xbf")  # A UTF-8 byte-order mark.
             if not line:
                 continue
             fields = line.split("::")
@@ -46,15 +48,16 @@ def read_dat(data_config) -> base.RawData:
     root = resolve_data_dir(data_config)
     movies_path = base.require_file(root / "movies.dat")
     ratings_path = base.require_file(root / "ratings.dat")
-    meta = {}
+    meta = base.ItemTable(movies_path)
     for line_no, (movie, title, genres) in _dat_rows(movies_path, ("MovieID", "Title", "Genres")):
-        base.parse_number(movie, int, "MovieID", movies_path, line_no)
-        meta[movie] = _movie(movie, title, genres, [])
+        movie = str(base.parse_number(movie, int, "MovieID", movies_path, line_no, minimum=0))
+        meta.add(movie, _movie(movie, title, genres, []), line_no)
+    meta.warn()
     buf = base.InteractionBuffer(ratings_path, data_config.min_rating)
     columns = ("UserID", "MovieID", "Rating", "Timestamp")
     for line_no, fields in _dat_rows(ratings_path, columns):
         user, item, rating, ts = (
-            base.parse_number(value, kind, name, ratings_path, line_no)
+            base.parse_number(value, kind, name, ratings_path, line_no, minimum=0)
             for value, kind, name in zip(fields, (int, int, float, int), columns)
         )
         buf.add(str(user), str(item), rating, ts, line_no)
@@ -82,16 +85,16 @@ def read_csv(data_config) -> base.RawData:
     ratings_path = base.require_file(root / "ratings.csv")
     tags_path = root / "tags.csv"
     tags = _top_tags(tags_path, data_config.max_tags) if tags_path.is_file() else {}
-    meta = {}
+    meta = base.ItemTable(movies_path)
     for line_no, row in base.csv_rows(movies_path, ("movieId", "title", "genres")):
-        base.parse_number(row["movieId"], int, "movieId", movies_path, line_no)
-        movie = row["movieId"]
-        meta[movie] = _movie(movie, row["title"], row["genres"], tags.get(movie, []))
+        movie = str(base.parse_number(row["movieId"], int, "movieId", movies_path, line_no, 0))
+        meta.add(movie, _movie(movie, row["title"], row["genres"], tags.get(movie, [])), line_no)
+    meta.warn()
     buf = base.InteractionBuffer(ratings_path, data_config.min_rating)
     for line_no, row in base.csv_rows(ratings_path, ("userId", "movieId", "rating", "timestamp")):
-        user = str(base.parse_number(row["userId"], int, "userId", ratings_path, line_no))
-        item = str(base.parse_number(row["movieId"], int, "movieId", ratings_path, line_no))
-        rating = base.parse_number(row["rating"], float, "rating", ratings_path, line_no)
-        ts = base.parse_number(row["timestamp"], int, "timestamp", ratings_path, line_no)
+        user = str(base.parse_number(row["userId"], int, "userId", ratings_path, line_no, 0))
+        item = str(base.parse_number(row["movieId"], int, "movieId", ratings_path, line_no, 0))
+        rating = base.parse_number(row["rating"], float, "rating", ratings_path, line_no, 0)
+        ts = base.parse_number(row["timestamp"], int, "timestamp", ratings_path, line_no, 0)
         buf.add(user, item, rating, ts, line_no)
     return buf.finish(meta, str(movies_path), strict_items=True)
