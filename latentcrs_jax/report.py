@@ -383,6 +383,12 @@ def write_report(
     if one_turn.is_file():
         md += ["## One-turn results", "", one_turn.read_text().strip(), ""]
 
+    dialogues = sorted((workdir / "eval" / "dialogues").glob("*.md"))
+    if dialogues:  # launch/evaluate_dialogues.py: human dialogues, zero-shot.
+        md += ["## Human dialogues", ""]
+        for path in dialogues:
+            md += [f"### {path.stem}", "", path.read_text(encoding="utf-8").strip(), ""]
+
     path = out / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
     logging.info("report written to %s", path)

@@ -43,3 +43,17 @@ def tiny_encoded_workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny_encoded")
     pipeline.run(tiny.get_config(), workdir, until="encode")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_workdir(tiny_encoded_workdir, tmp_path_factory):
+    """A copy of `tiny_encoded_workdir` with the backbone and every EM plan trained (one seed)."""
+    import shutil
+
+    from configs import tiny
+    from latentcrs_jax import pipeline
+
+    workdir = tmp_path_factory.mktemp("tiny_trained") / "w"
+    shutil.copytree(tiny_encoded_workdir, workdir)
+    pipeline.run(tiny.get_config(), workdir, until="train")
+    return workdir

@@ -17,6 +17,8 @@ TITLES = [
     ("1984", 1984),
     ("Blade Runner 2049", 2017),
     ("Amélie (Fabuleux destin d'Amélie Poulain, Le)", 2001),
+    ("Terminator, The", 1984),
+    ("Terminator 2: Judgment Day", 1991),
 ]
 
 
@@ -83,3 +85,10 @@ def test_unknown_queries_never_fail(index, query):
 def test_split_titles():
     assert split_titles("Alien; Heat (1995) | Toy Story\n") == ["Alien", "Heat (1995)", "Toy Story"]
     assert split_titles(" ; ") == []
+
+
+def test_a_stated_year_is_not_overridden_by_a_closer_name(index):
+    # "terminator 2" is closest to "terminator" (1984), but the year names the sequel.
+    m = index.lookup("Terminator 2 (1991)")
+    assert (m.status, m.item) == ("fuzzy", 13)
+    assert index.lookup("The Terminator (1984)").item == 12

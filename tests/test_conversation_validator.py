@@ -312,3 +312,43 @@ def test_fewer_than_two_candidates_make_no_call(serve):
     assert [r.order for r in out] == [[], [4], [6, 4]]
     assert [r.status for r in out] == ["skipped", "skipped", "parsed"]
     assert len(server.requests) == 1 and out[0].usage == TokenUsage()
+
+
+def test_one_turn_rows_are_kept_until_what_they_depend_on_changes(
+    tiny_encoded_workdir, tmp_path, monkeypatch
+):
+    import shutil
+    import types
+
+    from configs import tiny
+    from latentcrs_jax.evaluation import one_turn_validated as otv
+    from latentcrs_jax.text import stage as encode_stage
+
+    workdir = tmp_path / "w"
+    shutil.copytree(tiny_encoded_workdir, workdir)
+    x = encode_stage.load(workdir, "test")
+    n_items = encode_stage.load(workdir, "items").shape[0] - 1
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(len(x), n_items + 1)).astype(np.float32)
+    target = rng.integers(1, n_items + 1, size=len(x)).astype(np.int32)
+    calls = []
+
+    def fake_lists(config, wd, seed, emb, k):
+        calls.append(seed)
+        ids, sc = otv.top_lists(scores, np.zeros((len(x), 1), np.int32), k)
+        return ids, sc, target, types.SimpleNamespace()
+
+    monkeypatch.setattr(otv, "_prior_lists", fake_lists)
+    config = tiny.get_config()
+    first = otv.rows(config, workdir)
+    label = "LatentCRS^V, stand-in validator (no LLM), top 20"
+    assert list(first) == [label] and calls == [0]
+    assert otv.rows(config, workdir) == first and calls == [0]  # From the file.
+    config.multi_turn.validator_standin_weight = 1.0  # Another setting: computed again,
+    same = otv.rows(config, workdir)
+    assert calls == [0, 0]
+    ids, sc = otv.top_lists(scores, np.zeros((len(x), 1), np.int32), 20)
+    expected = otv.metrics(ids, sc, target)  # and at w = 1 it is the ranking's own metrics.
+    assert {m: v[0] for m, v in same[label].items()} == pytest.approx(expected)
+    config.multi_turn.systems = ("latentcrs_f",)  # No ^V row asked for: none.
+    assert otv.rows(config, workdir) == {}

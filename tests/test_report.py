@@ -116,3 +116,14 @@ def test_write_report_skips_missing_sections(tmp_path):
     assert {p.name for p in (tmp_path / "report").glob("*.png")} == {"pretrain_curve.png"}
     text = path.read_text()
     assert "Multi-turn" not in text and "One-turn" not in text and "Intent map" not in text
+    assert "Human dialogues" not in text
+
+
+def test_write_report_includes_each_dialogue_table(tmp_path):
+    folder = tmp_path / "eval" / "dialogues"
+    folder.mkdir(parents=True)
+    (folder / "redial_test.md").write_text("| system | R@1 |\n|---|---|\n| popularity | 0.1 |\n")
+    (folder / "logs.json").write_text("{}")  # only the Markdown tables are included
+    text = report.write_report(tmp_path).read_text()
+    assert "## Human dialogues\n\n### redial_test\n\n| system | R@1 |" in text
+    assert "logs" not in text

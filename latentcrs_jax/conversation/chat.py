@@ -10,7 +10,9 @@ from a terminal, a pipe or a test. Commands:
                         LLM baseline, with an endpoint)
   /reset                forget the user, the liked items and the dialogue
   /help, /quit          help; leave (end of input also leaves)
-Anything else is a request. Each request is added to the dialogue; the recommender ranks every
+Anything else is a request. Titles named in it ("I loved Alien and Heat", "something like The
+Matrix but funnier"; `mentions.find_titles`, resolved like /like) join the liked history unless
+negated ("not Titanic"). Each request is added to the dialogue; the recommender ranks every
 item with (liked history, accumulated request text); the hard filter re-orders the top
 `candidates` by the stated features (items already shown go last); the top `top_k` are shown
 with their attributes and the intents of p(m|u,x) that drove them. "not these" (or "no, ...",
@@ -48,6 +50,7 @@ from latentcrs_jax.conversation import llm_endpoint, llm_tracker
 from latentcrs_jax.conversation import llm_recommender as llm_rec_lib
 from latentcrs_jax.conversation import validator as validator_lib
 from latentcrs_jax.conversation.features import FeatureVocab
+from latentcrs_jax.conversation.mentions import find_titles
 from latentcrs_jax.conversation.state import ConversationState
 from latentcrs_jax.conversation.titles import TitleIndex, split_titles
 from latentcrs_jax.errors import UserInputError
@@ -65,7 +68,8 @@ HELP = """Commands:
   /reset               start over (forgets the user, liked titles and the dialogue)
   /help                this text
   /quit                leave
-Anything else is a request, e.g. "something tense from the 90s, no horror".
+Anything else is a request, e.g. "something tense from the 90s, no horror" or
+"I loved Alien and Heat, something like them but funnier" (titles named there count as liked).
 Say "not these" (optionally followed by more detail) to see other items."""
 _REFINE_RE = re.compile(  # "Show me other items" at the start of a message.
     r"^\s*(?:"
@@ -315,18 +319,32 @@ class ChatSession:
         return "\n".join(lines)
 
     # ---------------------------------------------------------------------------- requests
+    def _titles_in(self, text: str) -> str:
+        """Takes the titles named in a request as liked (unless negated); returns a note."""
+        lines = []
+        for found in find_titles(text[:MAX_INPUT_CHARS], self.titles)[:20]:
+            m = found.match
+            if m.item is not None and not found.negated:
+                self.state.history = [i for i in self.state.history if i != m.item] + [m.item]
+                lines.append(f"(Taking {self._name(m.item)} as a title you like.)")
+            elif m.status == "ambiguous" and not found.negated:
+                opts = "; ".join(self._name(i) for i in m.suggestions)
+                lines.append(f"({found.text!r} matches several titles: {opts}; /like picks one.)")
+        self.state.history = self.state.history[-self.history_len :]
+        return "".join(line + "\n" for line in lines)
+
     def _request(self, text: str) -> str:
         refine = _REFINE_RE.match(text)
         rest = text[refine.end() :].strip() if refine else text
+        note = self._titles_in(rest)
         ignore = [str(self.items[i].get("title") or "") for i in self.state.history]
-        note = ""
         if self.tracker is None:
             self.state.add_user_turn(text, self.vocab, ignore, ranked=bool(rest))
         else:
             self.state.add_user_turn(text, None, ranked=bool(rest))
             (tracked,) = self.tracker.update([self.state], [ignore])
             if tracked.fallback == "endpoint":
-                note = "(The language model is unreachable; I read your words by rules.)\n"
+                note += "(The language model is unreachable; I read your words by rules.)\n"
         query = self.state.ranking_text("dialogue", max_chars=MAX_TEXT_CHARS)
         history = np.zeros((1, self.history_len), np.int32)
         liked = self.state.history[-self.history_len :]

@@ -1,4 +1,4 @@
-"""The optional LLM dialogue-state tracker (method.md 5, step 1) on an OpenAI-compatible endpoint.
+"""The optional LLM dialogue-state tracker (docs/method.md 5, step 1) on a chat endpoint.
 
 Each round, the tracker sends the paper's state-tracking prompt as one user message: it is a
 conversational {item} recommendation assistant; the user gives hard descriptions (mandatory

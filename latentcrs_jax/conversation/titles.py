@@ -11,7 +11,8 @@ in order, by:
    one clear candidate (ratio >= `accept_ratio`, well ahead of the next) is taken and reported
    as a guess, and so is the only name that contains the query ("Shawshank"); several such
    names make the query ambiguous (names starting with it, then the shortest, suggested
-   first); otherwise the closest names are suggested.
+   first); otherwise the closest names are suggested. When the query states a year and some
+   candidate is from that year, candidates from other (known) years are not taken.
 Several items under one name (two "Heat"s) without a year that decides between them are
 ambiguous: the user is shown each with its year.
 """
@@ -89,6 +90,10 @@ class TitleIndex:
                     self._ids[key].append(i)
         self._keys = list(self._ids)
 
+    def has_name(self, key: str) -> bool:
+        """Whether `key` (a `title_key`) is exactly a name of some item."""
+        return key in self._ids
+
     def _year(self, item_id: int) -> int | None:
         year = self.items[item_id].get("year")
         return int(year) if year is not None and str(year).isdigit() else None
@@ -146,6 +151,10 @@ class TitleIndex:
         if year is not None:
             contains = {i: n for i, n in contains.items() if self._year(i) == year} or contains
             close = {i: r + (0.05 if self._year(i) == year else 0.0) for i, r in close.items()}
+            if any(self._year(i) == year for i in (*close, *contains)):
+                # A name of the stated year exists: names of other known years are not taken
+                # ("Terminator 2 (1991)" is not "Terminator, The" (1984)).
+                close = {i: r for i, r in close.items() if self._year(i) in (year, None)}
         ranked = sorted(close, key=lambda i: (-close[i], i))
         best = close[ranked[0]] if ranked else 0.0
         runner_up = close[ranked[1]] if len(ranked) > 1 else 0.0

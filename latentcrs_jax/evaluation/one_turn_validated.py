@@ -10,10 +10,15 @@ embeddings, as the trained rows do.
   `validator_standin_weight = 1` it reproduces the prior's row.
 * The LLM validator (`multi_turn.validator="llm"`), the first EM seed only (one request per
   test sample; `<workdir>/eval/one_turn_validator_cache.jsonl` makes a re-run free).
+The evaluate stage runs on every pipeline run, so the rows are kept in
+`<workdir>/eval/one_turn_validated.json` with a fingerprint of what they depend on (the
+encode, pretrain and EM stages, the seeds and the ^V settings) and recomputed only when it
+changes.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Callable
 
@@ -22,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from latentcrs_jax import fileio, stage_manifest
 from latentcrs_jax.conversation import llm_endpoint
 from latentcrs_jax.conversation import validator as validator_lib
 from latentcrs_jax.evaluation import ranking
@@ -107,6 +113,43 @@ def rows(config, workdir: str | pathlib.Path) -> dict[str, dict[str, list[float]
         items = encode_stage.load(workdir, "items")
     except FileNotFoundError:
         return {}
+    cache = workdir / "eval" / "one_turn_validated.json"
+    fp = _fingerprint(config, workdir, settings)
+    if cache.is_file():
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+        if saved.get("fingerprint") == fp:
+            return saved["rows"]
+    out = _compute(config, workdir, settings, x, items)
+    fileio.write_json(cache, {"fingerprint": fp, "rows": out})
+    return out
+
+
+def _fingerprint(config, workdir: pathlib.Path, settings) -> str:
+    from latentcrs_jax.training import em_stage, pretrain_stage
+
+    dirs = {"embeddings": encode_stage.stage_dir(workdir)}
+    dirs["pretrain"] = pretrain_stage.stage_dir(workdir)
+    for seed in config.em_seeds:
+        dirs[f"em{seed}"] = em_stage.stage_dir(workdir) / f"seed{seed}" / "em"
+    upstream = {
+        name: stage_manifest.content_hash(d) if stage_manifest.read(d) is not None else None
+        for name, d in dirs.items()
+    }
+    endpoint = settings.endpoint()
+    return stage_manifest.fingerprint(
+        upstream=upstream,
+        seeds=list(config.em_seeds),
+        mask_history=bool(config.em.mask_history),
+        validator=settings.validator,
+        candidates=settings.validator_candidates,
+        weight=settings.validator_standin_weight,
+        endpoint=[endpoint.base_url, endpoint.model, endpoint.temperature, endpoint.max_tokens]
+        if settings.validator == "llm"
+        else None,
+    )
+
+
+def _compute(config, workdir: pathlib.Path, settings, x, items) -> dict:
     n = settings.validator_candidates
     k = max(KMAX, n)
     out: dict[str, dict[str, list[float]]] = {}

@@ -5,10 +5,13 @@ item-text embeddings) and returns named `Recommender`s, each with
 `score(histories int32[B, H], texts list[str]) -> float32[B, N+1]` (higher is better; the
 caller masks PAD and whatever else it needs). Texts are embedded with the workdir's encoder.
 
-Systems: "latentcrs" (the EM prior's mixture), "fusion" (the no-EM fusion prior), "backbone"
-(SASRec h_u . e_y, text ignored), "text" (cosine of text and item-text embeddings),
-"late_fusion" (z-scored backbone + text + log popularity, weights fitted on the validation
-split: evaluation/late_fusion.py).
+Systems (each present when its stage or input exists), the rows of the one-turn table:
+"latentcrs" (the EM prior's mixture), "posterior" (q(m|u) of the same EM stage, text ignored),
+"backbone" (SASRec h_u . e_y, text ignored), "fusion" (the no-EM fusion prior), "no_kl" and
+"no_rec" (the ablations' EM priors), "text" (cosine of text and item-text embeddings),
+"popularity" (training-interaction counts, history and text ignored), "late_fusion"
+(z-scored backbone + text + log popularity, weights fitted on the validation split:
+evaluation/late_fusion.py).
 """
 
 import dataclasses
@@ -103,6 +106,39 @@ def _prior_system(name: str, ctx: Context, cfg: em.EMConfig, params, intents) ->
     return Recommender(name, score, intent_dist)
 
 
+def _posterior_system(ctx: Context, params, intents) -> Recommender:
+    posterior = em.latentcrs.Posterior(jnp.asarray(intents))
+    emb = jnp.asarray(ctx.item_emb)
+
+    @jax.jit
+    def forward(p, h):
+        q, user = posterior.apply(p, h)
+        return q, user @ emb.T
+
+    def score(history, texts):
+        del texts
+        return np.asarray(forward(params, ctx.user_states(history))[1])
+
+    def intent_dist(history, texts):
+        del texts
+        return np.asarray(forward(params, ctx.user_states(history))[0])
+
+    return Recommender("posterior", score, intent_dist)
+
+
+def _popularity_system(ctx: Context) -> Recommender:
+    counts = one_turn.popularity_scores(ctx.dataset)  # float32[N+1]
+
+    def score(history, texts):
+        return np.broadcast_to(counts, (len(history), counts.shape[0])).copy()
+
+    return Recommender("popularity", score)
+
+
+# System name -> EM stage whose prior it is (first EM seed unless `seed`).
+PRIOR_STAGES = {"latentcrs": "em", "fusion": "fusion", "no_kl": "no_kl_em", "no_rec": "no_rec_em"}
+
+
 def load_systems(
     config, workdir: str | pathlib.Path, seed: int | None = None, wrap_embed=None
 ) -> tuple[dict[str, Recommender], Context]:
@@ -116,11 +152,13 @@ def load_systems(
     systems = {
         "backbone": Recommender("backbone", lambda history, texts: ctx.user_states(history) @ emb.T)
     }
-    for name, stage in (("latentcrs", "em"), ("fusion", "fusion")):
+    for name, stage in PRIOR_STAGES.items():
         path = em_stage.stage_dir(workdir) / f"seed{seed}" / stage / "best_params.msgpack"
         if path.is_file():
-            params = em_stage.load_params(path)["prior"]
-            systems[name] = _prior_system(name, ctx, cfg, params, intents)
+            params = em_stage.load_params(path)
+            systems[name] = _prior_system(name, ctx, cfg, params["prior"], intents)
+            if name == "latentcrs":
+                systems["posterior"] = _posterior_system(ctx, params["posterior"], intents)
     if ctx.item_text_emb is not None:
         items = ctx.item_text_emb
         systems["text"] = Recommender(
@@ -138,4 +176,5 @@ def load_systems(
                     ctx.user_states, ctx.embed, emb, items, log_pop, weights
                 ),
             )
+    systems["popularity"] = _popularity_system(ctx)
     return systems, ctx
