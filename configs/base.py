@@ -249,7 +249,8 @@ def apply_faithful(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 # default (BUILD_NOTES.md, "Late fusion and LatentCRS+"); every EM plan trains with it.
 PLUS = {
     "residual_weight": 1.0,
-    "text_item_weight": 30.0,
+    "text_item_weight": 40.0,
+    "full_softmax": True,
 }
 
 

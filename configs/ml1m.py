@@ -13,7 +13,8 @@ Variants (comma-separated, e.g. `configs/ml1m.py:ce,faithful`):
             under an hour, where the authors' ICLRec schedule (up to 300 epochs, patience 40)
             takes many hours; the K = 512 intents are K-means of its sequence embeddings;
   plus      LatentCRS+, extensions beyond the paper (`base.PLUS`: a residual behaviour term
-            and a learned item-text term in the prior's score), e.g. `configs/ml1m.py:ce,plus`.
+            and a learned item-text term in the prior's score, ranking losses over every item),
+            e.g. `configs/ml1m.py:ce,plus`.
 """
 
 import pathlib
