@@ -150,6 +150,12 @@ def get_em_config() -> ml_collections.ConfigDict:
     e.faithful_duplicates = False  # Every training sample 6 times per epoch (7.1).
     e.faithful_same_y_m = False  # Train the prior's own item_intent (released scripts, 7.3).
     e.faithful_lr = False  # Constant learning rate: the scheduler never ran (7.2).
+    # Beyond the paper (issue 18; the defaults are the paper's model, see `apply_plus`):
+    e.prior_temperature = 1.0  # tau of p(m|u,x) = softmax(logits / tau); < 1 sharpens.
+    e.prior_top_k = 0  # Keep only the k most likely intents of p(m|u,x) (0: all).
+    e.m_entropy_weight = 0.0  # M-step: + weight * H(p(m|u,x)) (> 0 sharpens).
+    e.residual_weight = 0.0  # S(u,x,y) += this * h_u . e_y (a residual behaviour channel).
+    e.text_item_weight = 0.0  # S += gamma cos(x, t_y), gamma learned from this init (0: off).
     return e
 
 
@@ -169,6 +175,7 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
         "backbone",
         "text_f",
         "fusion_f",
+        "late_fusion_f",
         "latentcrs_v",
         "llm_only",
     )
@@ -235,6 +242,22 @@ def apply_faithful(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             for key in section:
                 if key.startswith("faithful"):
                     section[key] = True
+    return config
+
+
+# LatentCRS+ (beyond the paper, issue 18): the switch set that measured best on the embedded
+# default (BUILD_NOTES.md, "Late fusion and LatentCRS+"); every EM plan trains with it.
+PLUS = {
+    "residual_weight": 1.0,
+    "text_item_weight": 40.0,
+    "full_softmax": True,
+}
+
+
+def apply_plus(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Sets the LatentCRS+ switches (`PLUS`) in `config.em`."""
+    for key, value in PLUS.items():
+        config.em[key] = value
     return config
 
 

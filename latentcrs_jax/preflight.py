@@ -70,7 +70,9 @@ POSITIVE = frozenset(
 # Name endings of fields that must be positive too (the endpoints' call settings).
 POSITIVE_SUFFIXES = ("max_concurrency", "max_tokens")
 # Fields that must be positive but may be below 1 (and every `*timeout_s`).
-POSITIVE_FLOATS = frozenset({"lr", "learning_rate", "temperature", "timeout_s"})
+POSITIVE_FLOATS = frozenset(
+    {"lr", "learning_rate", "temperature", "prior_temperature", "timeout_s"}
+)
 
 
 def _numbers(node: Any, where: str):

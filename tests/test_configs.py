@@ -13,7 +13,8 @@ from latentcrs_jax.training.pretrain import config as pretrain_config
 
 CONFIGS = [
     ("ml_latest_small", None), ("tiny", None), ("ml1m", None), ("ml1m", "ce"),
-    ("ml1m", "faithful"), ("ml1m", "ce,faithful"), ("ml1m_standard", None),
+    ("ml1m", "faithful"), ("ml1m", "ce,faithful"), ("ml1m", "ce,plus"),
+    ("ml_latest_small", "plus"), ("ml1m_standard", None),
     ("ml1m_standard", "published"), ("cds", None), ("videogames", None),
 ]  # fmt: skip
 
@@ -40,3 +41,15 @@ def test_standard_protocol_variants():
     assert pretrain_config.model_config_from(published.backbone, 10).ffn_mult == 1
     with pytest.raises(ValueError, match="unknown"):
         ml1m_standard.get_config("publishd")
+
+
+def test_plus_variant_sets_only_the_extensions():
+    from configs import base, ml1m, ml_latest_small
+
+    for module, arg in ((ml_latest_small, "plus"), (ml1m, "ce,plus")):
+        plus = em.EMConfig.from_config(module.get_config(arg).em)
+        plain = em.EMConfig.from_config(module.get_config(arg.replace("plus", "") or None).em)
+        changed = {
+            k for k in em.EMConfig.__dataclass_fields__ if getattr(plus, k) != getattr(plain, k)
+        }
+        assert changed == set(base.PLUS)

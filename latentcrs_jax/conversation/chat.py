@@ -4,7 +4,8 @@
 from a terminal, a pipe or a test. Commands:
   /user <raw id>        take an existing user's most recent items as the liked history
   /like A; B (1995)     add liked titles (fuzzy matching; suggestions when unknown/ambiguous)
-  /system <name>        switch recommender (latentcrs, fusion, text, backbone; latentcrs_v:
+  /system <name>        switch recommender (latentcrs, fusion, late_fusion, text, backbone;
+                        latentcrs_v:
                         ^V, a validator re-ranks ^F's top candidates; llm_only: the zero-shot
                         LLM baseline, with an endpoint)
   /reset                forget the user, the liked items and the dialogue
@@ -57,7 +58,7 @@ from latentcrs_jax.simulator.chat_client import EndpointError
 
 MAX_INPUT_CHARS = 2000  # Longer input is cut (the encoder reads at most 256 tokens anyway).
 MAX_TEXT_CHARS = 1000  # Ranking text kept from the end of the dialogue.
-SYSTEM_ORDER = ("latentcrs", "fusion", "text", "backbone")
+SYSTEM_ORDER = ("latentcrs", "fusion", "late_fusion", "text", "backbone")
 VALIDATED = "latentcrs_v"  # ^V: the validator over latentcrs's filtered list.
 LLM_ONLY = "llm_only"  # The zero-shot LLM baseline.
 HELP = """Commands:

@@ -44,6 +44,7 @@ SYSTEM_SPECS: dict[str, SystemSpec] = {
         SystemSpec("backbone", "backbone SASRec (text ignored)", "backbone", False, False),
         SystemSpec("text_f", "text-only retrieval + filter", "text", True),
         SystemSpec("fusion_f", "joint fusion (no EM) + filter", "fusion", True),
+        SystemSpec("late_fusion_f", "late fusion + filter", "late_fusion", True),
         SystemSpec("latentcrs_v", "LatentCRS^V", "latentcrs", True, validate=True),
         SystemSpec("llm_only", "LLM only (zero-shot)", LLM_ONLY, False, False, tracked=False),
     )

@@ -9,7 +9,9 @@ Systems (each present when its stage or input exists), the rows of the one-turn 
 "latentcrs" (the EM prior's mixture), "posterior" (q(m|u) of the same EM stage, text ignored),
 "backbone" (SASRec h_u . e_y, text ignored), "fusion" (the no-EM fusion prior), "no_kl" and
 "no_rec" (the ablations' EM priors), "text" (cosine of text and item-text embeddings),
-"popularity" (training-interaction counts, history and text ignored).
+"popularity" (training-interaction counts, history and text ignored), "late_fusion"
+(z-scored backbone + text + log popularity, weights fitted on the validation split:
+evaluation/late_fusion.py).
 """
 
 import dataclasses
@@ -19,11 +21,12 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from latentcrs_jax import artifacts
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
-from latentcrs_jax.evaluation import one_turn
+from latentcrs_jax.evaluation import late_fusion, one_turn
 from latentcrs_jax.text import encode
 from latentcrs_jax.text import stage as encode_stage
 from latentcrs_jax.training import em, em_data
@@ -85,11 +88,17 @@ def load_context(config, workdir: str | pathlib.Path, wrap_embed=None) -> Contex
 def _prior_system(name: str, ctx: Context, cfg: em.EMConfig, params, intents) -> Recommender:
     prior = em.latentcrs.Prior(jnp.asarray(intents), cfg.prior_config)
     emb = jnp.asarray(ctx.item_emb)
+    if cfg.prior_config.text_item and ctx.item_text_emb is None:
+        raise FileNotFoundError(f"{name}: text_item_weight needs the item-text embeddings")
+    item_text = jnp.asarray(ctx.item_text_emb) if cfg.prior_config.text_item else None
 
     @jax.jit
     def forward(p, h, x):
         dist, user = prior.apply(p, h, x, deterministic=True)
-        return dist, user @ emb.T
+        scores = user @ emb.T
+        if item_text is not None:  # the item-text channel (EMConfig.text_item_weight)
+            scores = scores + prior.apply(p, x, item_text, method="text_item_scores")
+        return dist, scores
 
     def score(history, texts):
         return np.asarray(forward(params, ctx.user_states(history), ctx.embed(list(texts)))[1])
@@ -157,5 +166,17 @@ def load_systems(
         systems["text"] = Recommender(
             "text", lambda history, texts: ctx.embed(list(texts)) @ items.T
         )
+        try:
+            weights = late_fusion.load_or_fit(config, workdir)
+        except FileNotFoundError as e:  # No utterance embeddings to fit on.
+            logging.warning("no late_fusion system: %s", e)
+        else:
+            log_pop = late_fusion.log_popularity(one_turn.popularity_scores(ctx.dataset))
+            systems["late_fusion"] = Recommender(
+                "late_fusion",
+                late_fusion.recommender_score(
+                    ctx.user_states, ctx.embed, emb, items, log_pop, weights
+                ),
+            )
     systems["popularity"] = _popularity_system(ctx)
     return systems, ctx

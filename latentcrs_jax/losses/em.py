@@ -21,6 +21,11 @@ def kl_divergence(q: jax.Array, p: jax.Array, eps: float = EPS) -> jax.Array:
     return jnp.mean(jnp.sum(q * (jnp.log(q + eps) - jnp.log(p + eps)), axis=-1))
 
 
+def entropy(p: jax.Array, eps: float = EPS) -> jax.Array:
+    """Mean over b of H(p_b) = -sum_m p log(p + eps): p float32[B, K] on the simplex."""
+    return jnp.mean(-jnp.sum(p * jnp.log(p + eps), axis=-1))
+
+
 def e_step_target(
     prior: jax.Array,
     positive_scores: jax.Array,
@@ -119,8 +124,10 @@ def m_step_loss(
     rec_weight: float,
     temperature: float = 1.0,
     faithful_nce: bool = False,
+    entropy_weight: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """L_M = kl_weight * KL(q || p) + nce_weight * L_NCE + rec_weight * CE(S(u, x, Y_b) / T).
+    """L_M = kl_weight * KL(q || p) + nce_weight * L_NCE + rec_weight * CE(S(u, x, Y_b) / T)
+    + entropy_weight * H(p) (a positive weight sharpens p; 0 is the paper).
 
     Args:
       q: posterior, float32[B, K] (constant in the M-step).
@@ -139,5 +146,8 @@ def m_step_loss(
     rec = sampled_softmax_ce(mixture_logits, temperature)
     terms["rec"] = rec
     total = total + rec_weight * rec
+    if entropy_weight:
+        terms["entropy"] = entropy(prior)
+        total = total + entropy_weight * terms["entropy"]
     terms["loss"] = total
     return total, terms

@@ -17,6 +17,12 @@ The E-step's Bayes target needs log Z_m = logsumexp_y s(m, y) over all items, wh
 only on the prior, frozen during the E pass: it is computed once per epoch (`on_epoch_start`,
 before the E pass) into `extras["log_z"]` instead of once per step, whenever the E pass comes
 before the epoch's M pass (as in every phase plan).
+
+Switches beyond the paper (issue 18; all off by default, `EM_NEUTRAL` holds their off values):
+`prior_temperature` / `prior_top_k` sharpen p(m|u,x), `m_entropy_weight` adds the prior's
+entropy to the M-step loss, `residual_weight` adds beta h_u . e_y and `text_item_weight` a
+learned gamma cos(x, t_y) (initialised at the weight; needs the item-text embeddings) to the
+prior's score S(u, x, y), in training and evaluation (models/latentcrs.py).
 """
 
 import dataclasses
@@ -66,6 +72,11 @@ class EMConfig:
     faithful_duplicates: bool = False
     faithful_same_y_m: bool = False
     faithful_lr: bool = False
+    prior_temperature: float = 1.0
+    prior_top_k: int = 0
+    m_entropy_weight: float = 0.0
+    residual_weight: float = 0.0
+    text_item_weight: float = 0.0
 
     @classmethod
     def from_config(cls, section) -> "EMConfig":
@@ -77,7 +88,23 @@ class EMConfig:
             text_hidden=self.text_hidden,
             text_dropout=self.text_dropout,
             mlp_layer_norm=not self.faithful_layer_norm,
+            temperature=self.prior_temperature,
+            top_k=self.prior_top_k,
+            residual_weight=self.residual_weight,
+            text_item=bool(self.text_item_weight),
+            text_item_init=self.text_item_weight or 1.0,
         )
+
+
+# Fields added after the first release, at the value that trains as before they existed (left
+# out of stage fingerprints at that value, so finished workdirs stay complete).
+EM_NEUTRAL = {
+    "prior_temperature": 1.0,
+    "prior_top_k": 0,
+    "m_entropy_weight": 0.0,
+    "residual_weight": 0.0,
+    "text_item_weight": 0.0,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +186,7 @@ class EMTask:
         backbone: tuple[sasrec.SASRecConfig, Any] | None,
         mesh,
         init_params: dict | None = None,
+        item_text: np.ndarray | None = None,
     ):
         """Builds the task.
 
@@ -171,6 +199,7 @@ class EMTask:
           backbone: (config, variables) of the frozen SASRec (for `faithful_backbone`).
           mesh: the data mesh.
           init_params: params of the phase named by `phase.init_from`, or None.
+          item_text: float32[N+1, D_x] item-text embeddings (needed by `text_item_weight`).
         """
         cfg = dataclasses.replace(cfg, **dict(phase.overrides))
         self.cfg, self.phase, self.splits, self.mesh = cfg, phase, splits, mesh
@@ -181,6 +210,10 @@ class EMTask:
         self.backbone_cfg, self.backbone_params = backbone if backbone else (None, None)
         if cfg.faithful_backbone and backbone is None:
             raise ValueError("faithful_backbone needs the backbone variables")
+        self.text_item = cfg.prior_config.text_item
+        if self.text_item and item_text is None:
+            raise ValueError("text_item_weight needs the item-text embeddings")
+        self.item_text = np.asarray(item_text, np.float32) if self.text_item else None
         self.init_params = init_params
         self.tie_item_intent = not cfg.faithful_same_y_m and phase.init_from != ""
         sharding.check_batch_size(cfg.batch_size, mesh)
@@ -230,6 +263,8 @@ class EMTask:
             value = params["posterior"]["params"]["value"]
             params["prior"]["params"]["item_intent"] = jax.tree.map(jnp.asarray, value)
         extras = {"item_emb": jnp.asarray(self.item_emb)}
+        if self.text_item:
+            extras["item_text"] = jnp.asarray(self.item_text)
         if self.cfg.faithful_backbone:
             extras["backbone"] = jax.tree.map(jnp.asarray, self.backbone_params)
         if self._cache_log_z:
@@ -291,13 +326,17 @@ class EMTask:
         vecs = self.prior.apply(prior_params, method="intent_item_vectors")  # [K, d]
         return jax.nn.logsumexp(vecs @ emb[1:].T, axis=-1)
 
-    def _rank_logits(self, user, cand, emb, target) -> jax.Array:
+    def _rank_logits(self, user, cand, emb, target, extra=None) -> jax.Array:
         """Logits whose column 0 is the target: over the sampled candidates, float32[B, C], or
         (`full_softmax`) over every real item, float32[B, N+1] (PAD and the target's own column
-        set to -inf, the target moved to column 0)."""
+        set to -inf, the target moved to column 0). `extra` is added to the scores first
+        (float32[B, C] or, with `full_softmax`, float32[B, N+1])."""
         if not self.cfg.full_softmax:
-            return jnp.einsum("bd,bcd->bc", user, cand)
+            logits = jnp.einsum("bd,bcd->bc", user, cand)
+            return logits if extra is None else logits + extra
         scores = user @ emb.T  # [B, N+1]
+        if extra is not None:
+            scores = scores + extra
         positive = jnp.take_along_axis(scores, target[:, None], axis=1)
         ids = jnp.arange(scores.shape[1])[None, :]
         scores = jnp.where((ids == 0) | (ids == target[:, None]), -jnp.inf, scores)
@@ -372,7 +411,13 @@ class EMTask:
             p, user = self.prior.apply(
                 prior_params, h, batch["x"], deterministic=False, rngs={"dropout": k_dropout}
             )
-            mix_logits = self._rank_logits(user, cand, emb, batch["target"])
+            extra = None
+            if self.text_item:  # gamma cos(x, t_y) on the candidates (or every item)
+                text = state.extras["item_text"]
+                if not cfg.full_softmax:
+                    text = jnp.take(text, batch["candidates"], axis=0)  # [B, C, D_x]
+                extra = self.prior.apply(prior_params, batch["x"], text, method="text_item_scores")
+            mix_logits = self._rank_logits(user, cand, emb, batch["target"], extra)
             s_cand = None
             if cfg.m_nce_weight:
                 vecs = self.prior.apply(prior_params, method="intent_item_vectors")
@@ -387,6 +432,7 @@ class EMTask:
                 rec_weight=cfg.m_rec_weight,
                 temperature=cfg.temperature,
                 faithful_nce=cfg.faithful_nce,
+                entropy_weight=cfg.m_entropy_weight,
             )
 
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params["prior"])
@@ -410,8 +456,16 @@ class EMTask:
         emb = state.extras["item_emb"]
         out = {}
         for head, vec in self.head_vectors(state.params, batch).items():
+            scores = vec @ emb.T
+            if head == "prior" and self.text_item:
+                scores = scores + self.prior.apply(
+                    state.params["prior"],
+                    batch["x"],
+                    state.extras["item_text"],
+                    method="text_item_scores",
+                )
             sums = ranking.full_ranking_metrics(
-                vec @ emb.T,
+                scores,
                 batch["target"],
                 batch["history"],
                 batch["valid"],

@@ -38,6 +38,7 @@ class EMInputs:
     intents: np.ndarray
     backbone: tuple
     upstream: str
+    item_text: np.ndarray | None = None  # float32[N+1, D_x], when the encode stage has it
 
     def get(self) -> "EMInputs":
         """Itself (the interface of `LazyEMInputs`)."""
@@ -74,7 +75,11 @@ def load_inputs(
         fp = user_states_fingerprint(upstream, faithful_positions)
         artifacts.save_user_states(workdir, "test", arrays["test"].h, fp)
     item_emb = np.asarray(params["params"]["item_embed"]["embedding"])
-    return EMInputs(arrays, item_emb, intents, (model_cfg, params), upstream)
+    try:
+        item_text = encode_stage.load(workdir, "items")
+    except FileNotFoundError:
+        item_text = None
+    return EMInputs(arrays, item_emb, intents, (model_cfg, params), upstream, item_text)
 
 
 def upstream_fingerprint(workdir: str | pathlib.Path) -> str:
@@ -125,9 +130,11 @@ def run_phase(
     mesh,
 ) -> dict:
     """Runs (or skips, when finished) one EM phase; returns its `final_metrics.json`."""
-    fp = stage_manifest.fingerprint(
-        upstream=inputs.upstream, em=dataclasses.asdict(cfg), stage=_hashed(phase)
-    )
+    # The prior's extensions play no part in the posterior-only phase: its runs are shared.
+    posterior_only = phase.passes == ("E",) and dict(phase.overrides).get("e_kl_weight") == 0.0
+    skip = tuple(em.EM_NEUTRAL) if posterior_only else ()
+    em_section = stage_manifest.section(dataclasses.asdict(cfg), skip=skip, neutral=em.EM_NEUTRAL)
+    fp = stage_manifest.fingerprint(upstream=inputs.upstream, em=em_section, stage=_hashed(phase))
     if stage_manifest.is_complete(out, fp):
         logging.info("EM phase %s is complete; skipping", out)
         return json.loads((out / "final_metrics.json").read_text())
@@ -146,6 +153,7 @@ def run_phase(
         inputs.backbone,
         mesh,
         init_params,
+        item_text=inputs.item_text,
     )
     trainer = loop.Trainer(
         loop.TrainerConfig(
