@@ -1,4 +1,4 @@
-"""E-step and M-step losses of LatentCRS (method.md 3.3), as pure functions.
+"""E-step and M-step losses of LatentCRS (docs/method.md 3.3), as pure functions.
 
 Notation per sample b: q_b = q(.|u_b) in the simplex over K intents; p_b = p(.|u_b, x_b);
 candidates Y_b = [y+, y-_1..y-_n] (column 0 is the positive); s(m, y) the item-given-intent
@@ -41,7 +41,7 @@ def e_step_target(
       log_normaliser: log sum_y exp s(m, y) over all items, float32[K]; needed when `bayes`.
       bayes: True: p~ proportional to p(y+|m) p(m|u,x) with p(y|m) = softmax_y s(m, y), i.e.
         softmax_m(s(m, y+) - log Z_m + log p(m|u,x)). False: the authors'
-        softmax_m(s(m, y+) * p(m|u,x)) (method.md 7.5).
+        softmax_m(s(m, y+) * p(m|u,x)) (docs/method.md 7.5).
 
     Returns:
       float32[B, K], rows on the simplex.
@@ -76,7 +76,7 @@ def intent_infonce(
       q: q(m|u), float32[B, K] (a constant in the M-step).
       candidate_scores: s(m, y) for y in Y_b, float32[B, K, 1 + n].
       temperature: divides the logits (corrected mode).
-      faithful: the authors' form (method.md 7.6): CE_m over logits p_b(m) * s(m, y), then the
+      faithful: the authors' form (docs/method.md 7.6): CE_m over logits p_b(m) * s(m, y), then the
         mean over b and m of q_b(m) CE_m (a 1/K factor). Otherwise CE_m over s(m, y) / T and
         the q-weighted sum over m, averaged over b: E_q[-log p(y+ | m, Y_b)].
 
