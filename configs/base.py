@@ -7,7 +7,7 @@ Use `apply_faithful(config)` (or the `:faithful` config variant) to flip them al
 
 import ml_collections
 
-# The authors' segmentation-augmentation seeds (method.md section 1.5).
+# The authors' segmentation-augmentation seeds (docs/method.md section 1.5).
 AUGMENT_SEEDS = (1755, 2097, 3068, 6868, 7702)
 
 
@@ -71,7 +71,7 @@ def get_text_config() -> ml_collections.ConfigDict:
 
 
 def get_backbone_config() -> ml_collections.ConfigDict:
-    """Backbone section: the SASRec architecture (method.md section 2.1)."""
+    """Backbone section: the SASRec architecture (docs/method.md section 2.1)."""
     b = ml_collections.ConfigDict()
     b.hidden = 64  # Hidden size D (= intent dimension).
     b.num_layers = 2  # Transformer blocks (ML-1M, CDs: 2; Video Games: 3).
@@ -117,13 +117,13 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.remat = False  # Recompute each block's activations in the backward pass (less memory).
     p.query_blocks = 4  # Not iclrec: block-causal attention, skips the masked upper triangle.
     p.faithful_centroid_timing = False  # True: intents from the start of the best epoch
-    # (authors, method.md 7.14); False: K-means refit on the best weights.
+    # (authors, docs/method.md 7.14); False: K-means refit on the best weights.
     p.seed = 1  # Seed of init, data order, negatives, augmentations and K-means (ICLRec: 1).
     return p
 
 
 def get_em_config() -> ml_collections.ConfigDict:
-    """EM section: the three EM phases (method.md 3.3-3.5); `faithful_*` = the authors' bugs."""
+    """EM section: the three EM phases (docs/method.md 3.3-3.5); `faithful_*`: the authors' bugs."""
     e = ml_collections.ConfigDict()
     e.batch_size = 480  # Training samples per step (authors: 480).
     e.eval_batch_size = 480  # Users per full-ranking eval batch.
@@ -160,7 +160,7 @@ def get_em_config() -> ml_collections.ConfigDict:
 
 
 def get_multi_turn_config() -> ml_collections.ConfigDict:
-    """Multi-turn section: the simulated-dialogue protocol of method.md 5 (SR and AT)."""
+    """Multi-turn section: the simulated-dialogue protocol of docs/method.md 5 (SR and AT)."""
     m = ml_collections.ConfigDict()
     m.num_samples = 500  # Seeded test samples evaluated (authors: 500); 0 or more than exist: all.
     m.rounds = 5  # Recommendation rounds per dialogue; a failure counts this many turns.
@@ -182,9 +182,9 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
     m.batch_size = 256  # Dialogues scored per recommender call (padded: one compile).
     m.faithful_filter_order = False  # True: feature matches outrank the shown push-back (authors).
     # Dialogue-state tracker (multi-turn and chat): "rules" (FeatureVocab matcher, keyless,
-    # deterministic) | "llm" (the paper's JSON prompt on an OpenAI-compatible endpoint, method.md
-    # 5 step 1). Its endpoint fields are its own: the paper tracks with a Llama-3 model, greedily,
-    # and simulates users with Gemini at a sampling temperature.
+    # deterministic) | "llm" (the paper's JSON prompt on an OpenAI-compatible endpoint,
+    # docs/method.md 5 step 1). Its endpoint fields are its own: the paper tracks with a
+    # Llama-3 model, greedily, and simulates users with Gemini at a sampling temperature.
     m.state_tracker = "rules"
     m.tracker_base_url = ""  # LLM tracker endpoint base URL, e.g. "http://127.0.0.1:8000/v1".
     m.tracker_model = ""  # LLM tracker model name (authors: a Llama-3 instruct model).

@@ -1,6 +1,6 @@
 """Tests of the LLM dialogue-state tracker against a local OpenAI-protocol server.
 
-Covers the prompt (method.md 5, step 1), lenient JSON parsing, mapping onto the attribute
+Covers the prompt (docs/method.md 5, step 1), lenient JSON parsing, mapping onto the attribute
 vocabulary, the rule fallback on garbage, the response cache, the settings and their start-up
 errors, and the wiring into the multi-turn protocol (scripted and as the stage on tiny data)
 and the chat.

@@ -1,4 +1,4 @@
-"""Multi-turn evaluation settings (method.md 5): the systems (rows of the table) and
+"""Multi-turn evaluation settings (docs/method.md 5): the systems (rows of the table) and
 `MultiTurnSettings`, the typed mirror of `config.multi_turn`.
 
 The protocol is in multi_turn_protocol.py, the per-system results and the written files in

@@ -1,4 +1,4 @@
-"""Multi-turn evaluation (method.md 5): simulated dialogues, success rate and average turns.
+"""Multi-turn evaluation (docs/method.md 5): simulated dialogues, success rate and average turns.
 
 Protocol, for every system of `config.multi_turn.systems` on the same seeded test samples:
 * turn 0 is the sample's cached first-turn utterance (the simulate stage's x_u);

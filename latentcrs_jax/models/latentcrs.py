@@ -1,4 +1,4 @@
-"""The LatentCRS networks (method.md 3.2): posterior q(m|u) and prior p(m|u,x), p(y|m).
+"""The LatentCRS networks (docs/method.md 3.2): posterior q(m|u) and prior p(m|u,x), p(y|m).
 
 Shapes: d = backbone hidden size (= intent dim), K intents, N items, D_x = text dim.
 Both networks take the frozen backbone's user state h_u [B, d] (computed outside, see

@@ -1,4 +1,4 @@
-"""The three EM phases of LatentCRS as `loop.Task`s (method.md 3.3-3.5).
+"""The three EM phases of LatentCRS as `loop.Task`s (docs/method.md 3.3-3.5).
 
 Vocabulary: a pipeline *stage* (here the train stage, `em_stage.py`) runs EM *phases*; a phase
 is one training run whose epochs are made of *passes*, an E pass (train q) and/or an M pass
@@ -127,7 +127,7 @@ class EMPhase:
 
 
 def main_plan() -> tuple[EMPhase, ...]:
-    """The authors' three phases (method.md 3.5)."""
+    """The authors' three phases (docs/method.md 3.5)."""
     return (
         EMPhase("posterior", ("E",), "posterior", overrides=(("e_kl_weight", 0.0),)),
         EMPhase("prior", ("M",), "prior", init_from="posterior"),

@@ -1,7 +1,7 @@
 """Host data of backbone training: ICLRec's cut points, left padding, length buckets and the
 BCE loss's negatives.
 
-Data (method.md section 1.4, ICLRec `datasets.py`): one training sample per user, input
+Data (docs/method.md section 1.4, ICLRec `datasets.py`): one training sample per user, input
 S[:-3] with next-item targets S[1:-2] at every position; valid input S[:-2] -> S[-2]; test
 input S[:-1] -> S[-1]; inputs keep their last `max_len` items, left-padded. Evaluation ranks all
 items with the user's whole input prefix masked (ICLRec masks the train items too, with score 0

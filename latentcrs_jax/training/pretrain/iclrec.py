@@ -1,4 +1,4 @@
-"""ICLRec's backbone loss (method.md section 1.4, ICLRec `trainers.py`).
+"""ICLRec's backbone loss (docs/method.md 2.2, ICLRec `trainers.py`).
 
 Next-item BCE with one negative per position + over C(n_views, 2) pairs of fresh
 augmentations, cf_weight * instance InfoNCE (flattened outputs) + intent_cf_weight * intent
