@@ -7,7 +7,7 @@ Use `apply_faithful(config)` (or the `:faithful` config variant) to flip them al
 
 import ml_collections
 
-# The authors' segmentation-augmentation seeds (method.md section 1.5).
+# The authors' segmentation-augmentation seeds (docs/method.md section 1.5).
 AUGMENT_SEEDS = (1755, 2097, 3068, 6868, 7702)
 
 
@@ -71,7 +71,7 @@ def get_text_config() -> ml_collections.ConfigDict:
 
 
 def get_backbone_config() -> ml_collections.ConfigDict:
-    """Backbone section: the SASRec architecture (method.md section 2.1)."""
+    """Backbone section: the SASRec architecture (docs/method.md section 2.1)."""
     b = ml_collections.ConfigDict()
     b.hidden = 64  # Hidden size D (= intent dimension).
     b.num_layers = 2  # Transformer blocks (ML-1M, CDs: 2; Video Games: 3).
@@ -117,13 +117,13 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.remat = False  # Recompute each block's activations in the backward pass (less memory).
     p.query_blocks = 4  # Not iclrec: block-causal attention, skips the masked upper triangle.
     p.faithful_centroid_timing = False  # True: intents from the start of the best epoch
-    # (authors, method.md 7.14); False: K-means refit on the best weights.
+    # (authors, docs/method.md 7.14); False: K-means refit on the best weights.
     p.seed = 1  # Seed of init, data order, negatives, augmentations and K-means (ICLRec: 1).
     return p
 
 
 def get_em_config() -> ml_collections.ConfigDict:
-    """EM section: the three EM stages (method.md 3.3-3.5); `faithful_*` = the authors' bugs."""
+    """EM section: the three EM phases (docs/method.md 3.3-3.5); `faithful_*`: the authors' bugs."""
     e = ml_collections.ConfigDict()
     e.batch_size = 480  # Training samples per step (authors: 480).
     e.eval_batch_size = 480  # Users per full-ranking eval batch.
@@ -131,15 +131,15 @@ def get_em_config() -> ml_collections.ConfigDict:
     e.lr_end_factor = 0.01  # Linear LR decay to lr * this (the authors' intended LinearLR)
     e.lr_decay_epochs = 50  # over this many epochs, constant afterwards; see faithful_lr.
     e.e_rank_weight = 5.0  # E-step: weight of the posterior's sampled-softmax ranking loss.
-    e.e_kl_weight = 1.0  # E-step: weight of KL(q || p~) (stage 1 sets it to 0).
+    e.e_kl_weight = 1.0  # E-step: weight of KL(q || p~) (phase 1 sets it to 0).
     e.m_kl_weight = 1.0  # M-step: weight of KL(q || p).
     e.m_nce_weight = 0.0  # M-step: weight of the per-intent InfoNCE (ML-1M 0; Amazon 1).
     e.m_rec_weight = 5.0  # M-step: weight of the mixture's ranking loss (ML-1M 5; Amazon 1).
     e.temperature = 1.0  # Softmax temperature of the ranking losses (neg_loss_temp).
     e.text_hidden = 1024  # Hidden width of the prior's text projection.
     e.text_dropout = 0.5  # Dropout inside the text projection.
-    e.max_epochs = 200  # Upper bound on epochs per stage (authors: 500).
-    e.patience = 20  # Early-stopping patience on valid NDCG@10 of the stage's head.
+    e.max_epochs = 200  # Upper bound on epochs per phase (authors: 500).
+    e.patience = 20  # Early-stopping patience on valid NDCG@10 of the phase's head.
     e.mask_history = True  # Mask history items when ranking (authors: unmasked, 7.9).
     e.full_softmax = False  # Ranking losses over all items instead of the 10 negatives.
     e.seed = 42  # Seed of init and data order (overridden per run by em_seeds).
@@ -150,11 +150,17 @@ def get_em_config() -> ml_collections.ConfigDict:
     e.faithful_duplicates = False  # Every training sample 6 times per epoch (7.1).
     e.faithful_same_y_m = False  # Train the prior's own item_intent (released scripts, 7.3).
     e.faithful_lr = False  # Constant learning rate: the scheduler never ran (7.2).
+    # Beyond the paper (issue 18; the defaults are the paper's model, see `apply_plus`):
+    e.prior_temperature = 1.0  # tau of p(m|u,x) = softmax(logits / tau); < 1 sharpens.
+    e.prior_top_k = 0  # Keep only the k most likely intents of p(m|u,x) (0: all).
+    e.m_entropy_weight = 0.0  # M-step: + weight * H(p(m|u,x)) (> 0 sharpens).
+    e.residual_weight = 0.0  # S(u,x,y) += this * h_u . e_y (a residual behaviour channel).
+    e.text_item_weight = 0.0  # S += gamma cos(x, t_y), gamma learned from this init (0: off).
     return e
 
 
 def get_multi_turn_config() -> ml_collections.ConfigDict:
-    """Multi-turn section: the simulated-dialogue protocol of method.md 5 (SR and AT)."""
+    """Multi-turn section: the simulated-dialogue protocol of docs/method.md 5 (SR and AT)."""
     m = ml_collections.ConfigDict()
     m.num_samples = 500  # Seeded test samples evaluated (authors: 500); 0 or more than exist: all.
     m.rounds = 5  # Recommendation rounds per dialogue; a failure counts this many turns.
@@ -169,15 +175,16 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
         "backbone",
         "text_f",
         "fusion_f",
+        "late_fusion_f",
         "latentcrs_v",
         "llm_only",
     )
     m.batch_size = 256  # Dialogues scored per recommender call (padded: one compile).
     m.faithful_filter_order = False  # True: feature matches outrank the shown push-back (authors).
     # Dialogue-state tracker (multi-turn and chat): "rules" (FeatureVocab matcher, keyless,
-    # deterministic) | "llm" (the paper's JSON prompt on an OpenAI-compatible endpoint, method.md
-    # 5 step 1). Its endpoint fields are its own: the paper tracks with a Llama-3 model, greedily,
-    # and simulates users with Gemini at a sampling temperature.
+    # deterministic) | "llm" (the paper's JSON prompt on an OpenAI-compatible endpoint,
+    # docs/method.md 5 step 1). Its endpoint fields are its own: the paper tracks with a
+    # Llama-3 model, greedily, and simulates users with Gemini at a sampling temperature.
     m.state_tracker = "rules"
     m.tracker_base_url = ""  # LLM tracker endpoint base URL, e.g. "http://127.0.0.1:8000/v1".
     m.tracker_model = ""  # LLM tracker model name (authors: a Llama-3 instruct model).
@@ -215,7 +222,7 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
 def get_base_config() -> ml_collections.ConfigDict:
     """Returns the base config; every dataset config starts from this."""
     config = ml_collections.ConfigDict()
-    config.seed = 42  # Global seed (EM stage default as the authors; pretraining uses 1).
+    config.seed = 42  # Global seed (EM phases: the authors' default; pretraining uses 1).
     config.data = get_data_config()
     config.backbone = get_backbone_config()
     config.pretrain = get_pretrain_config()
@@ -235,6 +242,22 @@ def apply_faithful(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             for key in section:
                 if key.startswith("faithful"):
                     section[key] = True
+    return config
+
+
+# LatentCRS+ (beyond the paper, issue 18): the switch set that measured best on the embedded
+# default (BUILD_NOTES.md, "Late fusion and LatentCRS+"); every EM plan trains with it.
+PLUS = {
+    "residual_weight": 1.0,
+    "text_item_weight": 40.0,
+    "full_softmax": True,
+}
+
+
+def apply_plus(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Sets the LatentCRS+ switches (`PLUS`) in `config.em`."""
+    for key, value in PLUS.items():
+        config.em[key] = value
     return config
 
 

@@ -11,7 +11,10 @@ Variants (comma-separated, e.g. `configs/ml1m.py:ce,faithful`):
   ce        the SASRec-CE backbone (full-softmax cross-entropy, dropout 0.2, early stopping on
             valid NDCG@10) instead of ICLRec's losses: on this 2-core CPU it trains in well
             under an hour, where the authors' ICLRec schedule (up to 300 epochs, patience 40)
-            takes many hours; the K = 512 intents are K-means of its sequence embeddings.
+            takes many hours; the K = 512 intents are K-means of its sequence embeddings;
+  plus      LatentCRS+, extensions beyond the paper (`base.PLUS`: a residual behaviour term
+            and a learned item-text term in the prior's score, ranking losses over every item),
+            e.g. `configs/ml1m.py:ce,plus`.
 """
 
 import pathlib
@@ -28,9 +31,11 @@ def get_config(arg: str | None = None):
     config.data.data_dir = str(_SHARED_ML1M) if _SHARED_ML1M.is_dir() else ""
     config.data.domain = "movies"
     variants = set(filter(None, (arg or "").split(",")))
-    unknown = variants - {"faithful", "ce"}
+    unknown = variants - {"faithful", "ce", "plus"}
     if unknown:
-        raise ValueError(f"unknown variant(s) {sorted(unknown)}; expected 'faithful' and/or 'ce'")
+        raise ValueError(
+            f"unknown variant(s) {sorted(unknown)}; expected any of 'faithful', 'ce', 'plus'"
+        )
     if "ce" in variants:
         config.backbone.hidden_dropout = 0.2
         config.backbone.attn_dropout = 0.2
@@ -42,4 +47,6 @@ def get_config(arg: str | None = None):
         config.pretrain.microbatch = 32  # CE with block-causal attention: ~10% faster than 16.
     if "faithful" in variants:
         base.apply_faithful(config)
+    if "plus" in variants:
+        base.apply_plus(config)
     return config

@@ -4,7 +4,8 @@ Main job (all stages):
   make run   # = python -m launch.run --config=configs/ml_latest_small.py --workdir=...
 Prepare only:
   python -m launch.prepare --config=configs/ml_latest_small.py --workdir=workdirs/mls
-Variant `:faithful` flips every bug switch to the authors' behaviour.
+Variant `:faithful` flips every bug switch to the authors' behaviour; `:plus` is LatentCRS+, the
+extensions beyond the paper that measured best (`base.PLUS`).
 """
 
 from configs import base
@@ -33,6 +34,8 @@ def get_config(arg: str | None = None):
     config.em.patience = 10
     if arg == "faithful":
         base.apply_faithful(config)
+    elif arg == "plus":
+        base.apply_plus(config)
     elif arg:
-        raise ValueError(f"unknown variant {arg!r}; expected 'faithful' or nothing")
+        raise ValueError(f"unknown variant {arg!r}; expected 'faithful', 'plus' or nothing")
     return config

@@ -3,7 +3,7 @@
 Every figure is measured after a warm-up call (compile time reported separately) as the
 median of several timed repeats, on synthetic inputs of the config's sizes (items, K,
 hidden, batch, negatives, history, text width), so no workdir is needed:
-  pretrain sequences/s   one length-L training input's forward + backward (benchmark_pretrain)
+  pretrain sequences/s   one length-L training input's forward + backward (pretrain/benchmark.py)
   E-step / M-step        EM samples/s, corrected default (cached user states) and faithful
                          mode (backbone with dropout inside the step), in the Trainer's
                          loop: host batch + placement + donated chained step
@@ -28,8 +28,9 @@ import numpy as np
 from latentcrs_jax.errors import UserInputError
 from latentcrs_jax.evaluation import ranking
 from latentcrs_jax.models import sasrec
-from latentcrs_jax.training import benchmark_pretrain as pretrain_bench
-from latentcrs_jax.training import em, em_data, pretrain, sharding
+from latentcrs_jax.training import em, em_data, sharding
+from latentcrs_jax.training.pretrain import benchmark as pretrain_bench
+from latentcrs_jax.training.pretrain.config import model_config_from, pretrain_config_from
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -78,7 +79,7 @@ def _train_loop_time(task, step, mesh, steps: int, repeats: int) -> tuple[float,
 
     def run(state, n):
         for batch, _ in zip(stream, range(n)):
-            batch.pop("phase")
+            batch.pop("pass")
             state, metrics = step(state, sharding.place_batch(batch, mesh))
         return state, metrics
 
@@ -111,7 +112,7 @@ def benchmark_em(
     """E-step and M-step samples/s (corrected and faithful) and full-ranking users/s.
 
     Steps are timed in the Trainer's loop (host batch, placement, donated chained state; see
-    `_train_loop_time`), one phase at a time, the E pass after its per-epoch refresh. The
+    `_train_loop_time`), one pass at a time, the E pass after its per-epoch refresh. The
     full-ranking figure is `ranking.evaluate` (placement, three heads, metric sums, one fetch)
     over `eval_users` users, in padded eval batches.
     """
@@ -128,27 +129,27 @@ def benchmark_em(
             for f in dataclasses.fields(em_data.SplitArrays)
         }
     )
-    backbone_cfg = pretrain.model_config_from(config.backbone, num_items)
+    backbone_cfg = model_config_from(config.backbone, num_items)
     backbone_params = sasrec.init_params(backbone_cfg, jax.random.PRNGKey(0))
     mesh = sharding.make_mesh()
     repl = sharding.replicated(mesh)
     out = {}
-    em_stage = em.main_plan()[2]
+    em_phase = em.main_plan()[2]
     for mode, faithful in (("corrected", False), ("faithful", True)):
         cfg = dataclasses.replace(base, faithful_backbone=faithful, faithful_e_target=faithful)
-        for phase in ("E", "M"):
-            stage = dataclasses.replace(em_stage, phases=(phase,))
+        for em_pass in ("E", "M"):
+            phase = dataclasses.replace(em_phase, passes=(em_pass,))
             task = em.EMTask(
-                cfg, stage, splits, item_emb, intents, (backbone_cfg, backbone_params), mesh
+                cfg, phase, splits, item_emb, intents, (backbone_cfg, backbone_params), mesh
             )
             step = jax.jit(
-                functools.partial(task.train_step, phase=phase),
+                functools.partial(task.train_step, em_pass=em_pass),
                 donate_argnums=(0,),
                 out_shardings=(repl, repl),
             )
             compile_s, sec = _train_loop_time(task, step, mesh, steps, repeats)
-            out[f"em/{mode}/{phase}_step_samples_per_s"] = base.batch_size / sec
-            out[f"em/{mode}/{phase}_step_compile_s"] = compile_s
+            out[f"em/{mode}/{em_pass}_step_samples_per_s"] = base.batch_size / sec
+            out[f"em/{mode}/{em_pass}_step_compile_s"] = compile_s
         if mode == "corrected":
             state = jax.jit(task.create_state, out_shardings=repl)(jax.random.PRNGKey(0))
             eval_step = jax.jit(task.eval_step, out_shardings=repl)
@@ -206,8 +207,8 @@ def benchmark_pretrain(config, num_items: int, full_length: bool = False) -> dic
     """Pretrain sequences/s with the config's backbone and pretrain settings (synthetic
     ML-1M-like sequences; `full_length`: every input has max_len real items)."""
     result = pretrain_bench.benchmark(
-        pretrain.model_config_from(config.backbone, num_items),
-        pretrain.pretrain_config_from(config.pretrain),
+        model_config_from(config.backbone, num_items),
+        pretrain_config_from(config.pretrain),
         full_length=full_length,
     )
     return {f"pretrain/{k}": v for k, v in result.items() if isinstance(v, int | float)}

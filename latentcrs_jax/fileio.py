@@ -17,6 +17,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 _UMASK_LOCK = threading.Lock()
 
 
@@ -67,6 +69,14 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Writes JSON atomically, with sorted keys so equal objects give equal bytes."""
     write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Writes one array as `.npy` atomically (fsync'ed before the rename; no pickle)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager

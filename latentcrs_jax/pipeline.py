@@ -17,32 +17,60 @@ from absl import logging
 
 from latentcrs_jax import preflight, workdir_config
 from latentcrs_jax import report as report_lib
-from latentcrs_jax.conversation import multi_turn
+from latentcrs_jax.conversation import multi_turn_stage
 from latentcrs_jax.data import prepare as prepare_stage
 from latentcrs_jax.evaluation import one_turn
 from latentcrs_jax.simulator import stage as simulate_stage
 from latentcrs_jax.text import stage as encode_stage
-from latentcrs_jax.training import em_stage, pretrain_stage
+from latentcrs_jax.training import em_stage
+from latentcrs_jax.training.pretrain import stage as pretrain_stage
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One pipeline stage: `run(config, workdir)` returns a printable summary (or "")."""
+    """One pipeline stage: `run(config, workdir)` returns a printable summary (or "").
+
+    `needs` names the stages whose outputs it reads; running up to a stage runs those (and
+    theirs) first, in pipeline order, and nothing else.
+    """
 
     name: str
     run: Callable[[object, pathlib.Path], str]
+    needs: tuple[str, ...] = ()
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("prepare", prepare_stage.run),
-    Stage("simulate", simulate_stage.run),
-    Stage("encode", encode_stage.run),
-    Stage("pretrain", pretrain_stage.run),
-    Stage("train", em_stage.run),
-    Stage("evaluate", one_turn.run),
-    Stage("multi_turn", multi_turn.run),
-    Stage("report", lambda config, workdir: f"report: {report_lib.build(config, workdir)}"),
+    Stage("simulate", simulate_stage.run, ("prepare",)),
+    Stage("encode", encode_stage.run, ("simulate",)),
+    Stage("pretrain", pretrain_stage.run, ("prepare",)),
+    Stage("train", em_stage.run, ("encode", "pretrain")),
+    Stage("evaluate", one_turn.run, ("train",)),
+    Stage("multi_turn", multi_turn_stage.run, ("train",)),
+    Stage(
+        "report",
+        lambda config, workdir: f"report: {report_lib.build(config, workdir)}",
+        ("evaluate", "multi_turn"),
+    ),
 )
+
+
+def stages_until(until: str | None) -> tuple[Stage, ...]:
+    """The stages a run up to `until` executes: `until` and what it needs, transitively, in
+    pipeline order (every stage when None)."""
+    names = [s.name for s in STAGES]
+    if until is None:
+        return STAGES
+    if until not in names:
+        raise ValueError(f"unknown stage {until!r}; stages are {names}")
+    by_name = {s.name: s for s in STAGES}
+    wanted, todo = set(), [until]
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(by_name[name].needs)
+    return tuple(s for s in STAGES if s.name in wanted)
 
 
 def run(
@@ -52,15 +80,14 @@ def run(
     until: str | None = None,
     check_endpoints: bool = True,
 ) -> None:
-    """Runs the stages in order (up to and including `until`); finished ones skip themselves.
+    """Runs `stages_until(until)` in order; finished ones skip themselves.
 
     `check_endpoints=False` skips the endpoints' test requests (a caller that sent them).
     """
-    names = preflight.stage_names(until)
-    stages = STAGES[: len(names)]
+    stages = stages_until(until)
     # Bad fields, batch sizes the devices cannot share, unreachable endpoints: fail now, not
     # after training.
-    preflight.check(config, names, endpoints=check_endpoints)
+    preflight.check(config, [s.name for s in stages], endpoints=check_endpoints)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:

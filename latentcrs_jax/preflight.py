@@ -32,12 +32,11 @@ BATCH_FIELDS = {
 
 
 def stage_names(until: str | None) -> list[str]:
-    """The stages a run up to and including `until` (all when None) covers."""
-    if until is None:
-        return list(STAGES)
-    if until not in STAGES:
-        raise ValueError(f"unknown stage {until!r}; stages are {list(STAGES)}")
-    return list(STAGES[: STAGES.index(until) + 1])
+    """The stages a run up to and including `until` (all when None) covers: `until` and the
+    stages it reads (`pipeline.stages_until`)."""
+    from latentcrs_jax import pipeline
+
+    return [s.name for s in pipeline.stages_until(until)]
 
 
 # Fields (by name, in any section) that must be at least 1: sizes, counts, limits, rates.
@@ -71,7 +70,9 @@ POSITIVE = frozenset(
 # Name endings of fields that must be positive too (the endpoints' call settings).
 POSITIVE_SUFFIXES = ("max_concurrency", "max_tokens")
 # Fields that must be positive but may be below 1 (and every `*timeout_s`).
-POSITIVE_FLOATS = frozenset({"lr", "learning_rate", "temperature", "timeout_s"})
+POSITIVE_FLOATS = frozenset(
+    {"lr", "learning_rate", "temperature", "prior_temperature", "timeout_s"}
+)
 
 
 def _numbers(node: Any, where: str):
@@ -114,10 +115,11 @@ def _section(name: str, build: Callable[[], Any]) -> Any:
 
 def check_sections(config) -> None:
     """Builds the typed settings of every section (unknown fields, bad values)."""
-    from latentcrs_jax.conversation import multi_turn
+    from latentcrs_jax.conversation import multi_turn_stage
     from latentcrs_jax.simulator import api as simulator_api
     from latentcrs_jax.text import encode
-    from latentcrs_jax.training import em, pretrain
+    from latentcrs_jax.training import em
+    from latentcrs_jax.training.pretrain.config import model_config_from, pretrain_config_from
 
     for name in ("data", "backbone", "pretrain", "simulator", "text", "em", "multi_turn"):
         if config.get(name) is None:
@@ -125,18 +127,18 @@ def check_sections(config) -> None:
     check_values(config)
     if not tuple(config.get("em_seeds") or ()):
         raise ConfigError("config.em_seeds is empty; give at least one seed, e.g. (0,)")
-    unknown = sorted(set(config.get("em_plans") or ()) - set(em.STAGE_PLANS))
+    unknown = sorted(set(config.get("em_plans") or ()) - set(em.PHASE_PLANS))
     if unknown or not tuple(config.get("em_plans") or ()):
         raise ConfigError(
             f"config.em_plans={tuple(config.get('em_plans') or ())}: unknown or none; "
-            f"known plans: {sorted(em.STAGE_PLANS)}"
+            f"known plans: {sorted(em.PHASE_PLANS)}"
         )
-    _section("pretrain", lambda: pretrain.pretrain_config_from(config.pretrain))
-    _section("backbone", lambda: pretrain.model_config_from(config.backbone, num_items=1))
+    _section("pretrain", lambda: pretrain_config_from(config.pretrain))
+    _section("backbone", lambda: model_config_from(config.backbone, num_items=1))
     _section("em", lambda: em.EMConfig.from_config(config.em))
     _section("simulator", lambda: simulator_api.SimulatorConfig.from_config(config.simulator))
     _section("text", lambda: encode.TextSettings.from_config(config.text))
-    _section("multi_turn", lambda: multi_turn.preflight(config))
+    _section("multi_turn", lambda: multi_turn_stage.preflight(config))
 
 
 def check_batch_sizes(config, stages: Sequence[str], device_count: int | None = None) -> None:
@@ -170,7 +172,7 @@ def check_batch_sizes(config, stages: Sequence[str], device_count: int | None = 
 
 def endpoint_clients(config, stages: Sequence[str]) -> list[tuple[str, Any]]:
     """(what, ChatClient) of every LLM endpoint the given stages will call; no request sent."""
-    from latentcrs_jax.conversation import llm_endpoint, llm_tracker, multi_turn
+    from latentcrs_jax.conversation import llm_endpoint, llm_tracker, multi_turn_stage
     from latentcrs_jax.simulator import api as simulator_api
     from latentcrs_jax.simulator.chat_client import ChatClient
 
@@ -179,7 +181,7 @@ def endpoint_clients(config, stages: Sequence[str]) -> list[tuple[str, Any]]:
     if sim.kind == "llm" and {"simulate", "multi_turn"} & set(stages):
         clients.append(("the LLM simulator", ChatClient(sim.chat_config())))
     if {"evaluate", "multi_turn"} & set(stages):
-        settings = multi_turn.preflight(config)
+        settings = multi_turn_stage.preflight(config)
         tracker = llm_tracker.make_client(settings.tracker())
         if tracker is not None and "multi_turn" in stages:
             clients.append(("the LLM state tracker", tracker))

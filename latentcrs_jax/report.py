@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
-EM_STAGES = (
+EM_PHASES = (
     "posterior",
     "prior",
     "em",
@@ -60,21 +60,21 @@ def _series(records: Sequence[dict], key: str) -> tuple[list, list]:
     return xs, [r[key] for r in records if key in r]
 
 
-def plot_stage_curves(stages: dict[str, list[dict]], out_path: pathlib.Path) -> pathlib.Path:
-    """One row per EM stage: training losses (left) and valid NDCG@10 (right) per epoch.
+def plot_phase_curves(phases: dict[str, list[dict]], out_path: pathlib.Path) -> pathlib.Path:
+    """One row per EM phase: training losses (left) and valid NDCG@10 (right) per epoch.
 
     Args:
-      stages: stage name -> metrics records (epoch order, no final record).
+      phases: phase name -> metrics records (epoch order, no final record).
       out_path: PNG to write.
     """
-    n = max(len(stages), 1)
+    n = max(len(phases), 1)
     fig, axes = plt.subplots(n, 2, figsize=(11, 2.6 * n), squeeze=False)
-    for row, (name, records) in enumerate(stages.items()):
+    for row, (name, records) in enumerate(phases.items()):
         ax_loss, ax_ndcg = axes[row]
         for key in _LOSS_KEYS:
             xs, ys = _series(records, key)
             if xs:
-                total = key == "train/loss"  # drawn on top: it equals E or M in 1-step stages
+                total = key == "train/loss"  # drawn on top: it equals E or M in one-pass phases
                 ax_loss.plot(
                     xs,
                     ys,
@@ -334,14 +334,14 @@ def write_report(
         md += ["### Backbone pretraining", "", "![pretrain](pretrain_curve.png)", ""]
     seed_dir = _first_seed_dir(workdir)
     if seed_dir is not None:
-        stages = {
+        phases = {
             s: read_metrics(seed_dir / s / "metrics.jsonl")
-            for s in EM_STAGES
+            for s in EM_PHASES
             if (seed_dir / s / "metrics.jsonl").is_file()
         }
-        if stages:
-            plot_stage_curves(stages, out / "em_curves.png")
-            md += [f"### EM stages ({seed_dir.name})", "", "![em curves](em_curves.png)", ""]
+        if phases:
+            plot_phase_curves(phases, out / "em_curves.png")
+            md += [f"### EM phases ({seed_dir.name})", "", "![em curves](em_curves.png)", ""]
 
     intents_path = workdir / "pretrain" / "intents.npy"
     if intents_path.is_file() and states is not None and targets is not None and items:
@@ -396,15 +396,15 @@ def write_report(
 
 
 def build(config, workdir: str | pathlib.Path) -> pathlib.Path:
-    """Loads test user states and items from a finished workdir, then `write_report`."""
+    """Reads the saved test user states (`artifacts.load_user_states`, written by the train
+    stage) and the items of a workdir, then `write_report`."""
+    from latentcrs_jax import artifacts
     from latentcrs_jax.data import dataset
-    from latentcrs_jax.training import em_stage
 
     workdir = pathlib.Path(workdir)
     states = targets = items = None
-    if (workdir / "pretrain" / "intents.npy").is_file():
-        inputs = em_stage.load_inputs(config, workdir, faithful_positions=False, splits=("test",))
-        test = inputs.splits["test"]
-        states, targets = np.asarray(test.h), np.asarray(test.target)
-        items = dataset.load(workdir / "data").items
+    saved = artifacts.load_user_states(workdir, "test")
+    if saved is not None and (workdir / "pretrain" / "intents.npy").is_file():
+        ds = dataset.load(workdir / "data")
+        states, targets, items = saved, np.asarray(ds.splits["test"].target), ds.items
     return write_report(workdir, states, targets, items)

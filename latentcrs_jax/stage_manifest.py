@@ -2,16 +2,29 @@
 
 Each stage writes `<stage dir>/manifest.json` last (atomically) with a fingerprint of what it
 was made from: its config section(s) and the content hash of its inputs. A later run compares
-fingerprints: equal means complete (skip); different means the stage must be redone, and the
-stage refuses to mix outputs of two configs.
+fingerprints: equal means complete (skip); different means the outputs were made with another
+config.
+
+One policy for outputs of another config: a stage never resumes them or mixes them with the
+current config's. Derived outputs are redone: the EM phases delete their directory and start
+over (`claim(..., replace=True)`); the stages without checkpoints (simulate, encode,
+multi-turn) rewrite their outputs in place, keeping their content-keyed caches (LLM replies,
+embeddings); the one-turn table and the report are re-derived on every run. The roots every
+later stage derives from are never replaced: the dataset (`dataset.check_config`) and the
+backbone (`claim(..., replace=False)`) refuse with one error line naming the directory, so
+that a changed config never silently discards hours of training.
 """
 
 import hashlib
 import json
 import pathlib
+import shutil
 from typing import Any
 
+from absl import logging
+
 from latentcrs_jax import fileio
+from latentcrs_jax.errors import UserInputError
 
 MANIFEST = "manifest.json"
 STARTED = "started.json"  # The fingerprint of the config an unfinished stage was started with.
@@ -94,3 +107,41 @@ def content_hash(stage_dir: str | pathlib.Path) -> str:
     if manifest is None:
         raise FileNotFoundError(f"{stage_dir} has not finished (no {MANIFEST})")
     return manifest.get("content_hash") or manifest["fingerprint"]
+
+
+def claim(stage_dir: str | pathlib.Path, fp: str, *, replace: bool, writer: bool = True) -> None:
+    """Applies the policy for outputs of another config before an unfinished stage runs.
+
+    Args:
+      stage_dir: the stage's directory.
+      fp: the current config's fingerprint, recorded as the unfinished run's (`STARTED`).
+      replace: True: a directory started with anything but `fp` is deleted and the stage starts
+        over (derived outputs); False: outputs or an unfinished run of another config are an
+        error (roots), and an unfinished run without a record is claimed by `fp`.
+      writer: whether this process writes (process 0; the others wait at a barrier after).
+
+    Raises:
+      UserInputError: `replace` is False and `stage_dir` holds another config's outputs.
+    """
+    out = pathlib.Path(stage_dir)
+    started = read_started(out)
+    if replace:
+        if writer and started != fp:
+            if out.exists():
+                logging.warning("%s was made with another config; starting it over", out)
+                shutil.rmtree(out)
+            mark_started(out, fp)
+        return
+    manifest = read(out)
+    if manifest is not None and manifest.get("fingerprint") != fp:
+        raise UserInputError(
+            f"{out} holds outputs made with another config; use another --workdir "
+            "(or delete it to start over)"
+        )
+    if started is not None and started != fp:
+        raise UserInputError(
+            f"{out} holds an unfinished run of another config; use another --workdir "
+            "(or delete it to start over)"
+        )
+    if started is None and writer:
+        mark_started(out, fp)

@@ -17,7 +17,7 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
-from latentcrs_jax import pipeline
+from latentcrs_jax import fileio, pipeline
 from latentcrs_jax.text import encode, files
 from latentcrs_jax.text.errors import TextInputError
 from launch import common
@@ -41,7 +41,7 @@ def encode_texts_file(config, texts_path: str, out_path: str) -> None:
         raise TextInputError("the config has no `text` section (see configs/base.py)")
     texts = files.read_lines(texts_path)
     embeddings = encode.embed_texts(texts, encode.TextSettings.from_config(config.text))
-    files.save_npy_atomic(out_path, embeddings)
+    fileio.write_npy(out_path, embeddings)
     print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} float32 embeddings to {out_path}")
 
 

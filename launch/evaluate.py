@@ -1,7 +1,7 @@
-r"""Evaluate stage: the one-turn table of every head and baseline (and the multi-turn table).
+r"""Evaluate stage: the one-turn table of every head and baseline.
 
-Runs (or skips, when finished) every earlier stage first; writes `<workdir>/eval/`. The
-workdir must exist; without --config it takes the config recorded in it.
+Runs (or skips, when finished) the stages it reads first; writes `<workdir>/eval/one_turn.*`.
+The workdir must exist; without --config it takes the config recorded in it.
   python -m launch.evaluate --workdir=workdirs/ml1m [--config=configs/ml1m.py]
 """
 

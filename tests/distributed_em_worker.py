@@ -24,7 +24,7 @@ def main(out_dir: str) -> None:
     inputs = em_stage.EMInputs(splits, item_emb, intents, None, upstream="synthetic")
     cfg = small_config(max_epochs=2)
     out = pathlib.Path(out_dir)
-    final = em_stage.run_stage(
+    final = em_stage.run_phase(
         cfg, em.main_plan()[2], inputs, out / "em", None, sharding.make_mesh()
     )
     if jax.process_index() == 0:

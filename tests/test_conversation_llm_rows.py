@@ -12,7 +12,7 @@ import types
 import numpy as np
 import pytest
 
-from latentcrs_jax.conversation import costs, multi_turn
+from latentcrs_jax.conversation import costs, multi_turn, multi_turn_results, multi_turn_stage
 from latentcrs_jax.conversation import llm_recommender as lr
 from latentcrs_jax.conversation import validator as va
 from latentcrs_jax.conversation.llm_endpoint import EndpointSettings
@@ -67,7 +67,7 @@ def _evaluate(systems, targets, validator=None, llm_recommender=None, **settings
         systems=systems, top_k=2, candidates=8, mask_history=False, rounds=3, **settings
     )
     n = len(targets)
-    return multi_turn.evaluate(
+    return multi_turn_results.evaluate(
         {"latentcrs": Recommender("latentcrs", _rank)},
         np.zeros((n, 2), np.int32),
         np.array(targets, np.int32),
@@ -257,7 +257,7 @@ def test_stage_with_every_role_on_the_endpoint_prints_the_full_cost_table(
     mt.systems = ("latentcrs_f", "latentcrs", "latentcrs_v", "llm_only")
     mt.state_tracker, mt.tracker_base_url, mt.tracker_model = "llm", server.url, "trk"
     mt.validator, mt.llm_base_url, mt.llm_model = "llm", server.url, "val"
-    md = multi_turn.run(config, workdir)
+    md = multi_turn_stage.run(config, workdir)
     made = len(server.requests)
     out = json.loads((workdir / "eval" / "multi_turn.json").read_text())
     rows = out["systems"]
@@ -299,7 +299,7 @@ def test_stage_with_every_role_on_the_endpoint_prints_the_full_cost_table(
     assert "0 (keyless)" in table and "calls)" in table
     # Re-run (outputs removed, same fingerprint): every reply from the caches, same tables.
     (workdir / "eval" / "multi_turn.md").unlink()
-    again = multi_turn.run(config, workdir)
+    again = multi_turn_stage.run(config, workdir)
     assert len(server.requests) == made
     assert again.split("\n", 1)[1] == md.split("\n", 1)[1]
 
@@ -359,7 +359,7 @@ def test_stage_stops_at_start_without_the_validator_key(tiny_simulated_workdir, 
     mt.validator, mt.llm_base_url, mt.llm_model = "llm", "https://x.example/v1", "m"
     mt.llm_api_key_env = "VALIDATOR_TEST_KEY"
     with pytest.raises(multi_turn.MultiTurnConfigError, match="VALIDATOR_TEST_KEY"):
-        multi_turn.run(config, tiny_simulated_workdir)
+        multi_turn_stage.run(config, tiny_simulated_workdir)
     with pytest.raises(multi_turn.MultiTurnConfigError, match="VALIDATOR_TEST_KEY"):
         pipeline.run(config, tiny_simulated_workdir / "never")  # Before its first stage.
     assert not (tiny_simulated_workdir / "never").exists()

@@ -1,6 +1,6 @@
 """Tests of the LLM dialogue-state tracker against a local OpenAI-protocol server.
 
-Covers the prompt (method.md 5, step 1), lenient JSON parsing, mapping onto the attribute
+Covers the prompt (docs/method.md 5, step 1), lenient JSON parsing, mapping onto the attribute
 vocabulary, the rule fallback on garbage, the response cache, the settings and their start-up
 errors, and the wiring into the multi-turn protocol (scripted and as the stage on tiny data)
 and the chat.
@@ -17,7 +17,12 @@ import pytest
 
 from configs import base
 from latentcrs_jax import pipeline
-from latentcrs_jax.conversation import chat, multi_turn
+from latentcrs_jax.conversation import (
+    chat,
+    multi_turn,
+    multi_turn_results,
+    multi_turn_stage,
+)
 from latentcrs_jax.conversation import llm_tracker as lt
 from latentcrs_jax.conversation import tracker_reply as tr
 from latentcrs_jax.conversation.features import FeatureVocab
@@ -313,12 +318,12 @@ def test_settings_and_start_up_errors(monkeypatch, tmp_path):
     config.multi_turn.tracker_model = "m"
     config.multi_turn.tracker_api_key_env = "TRACKER_TEST_KEY"
     with pytest.raises(multi_turn.MultiTurnConfigError, match="TRACKER_TEST_KEY is not set"):
-        multi_turn.preflight(config)
+        multi_turn_stage.preflight(config)
     with pytest.raises(multi_turn.MultiTurnConfigError, match="TRACKER_TEST_KEY is not set"):
         pipeline.run(config, tmp_path / "w")  # before the first stage
     assert not (tmp_path / "w").exists()
     monkeypatch.setenv("TRACKER_TEST_KEY", "sk-x")
-    assert multi_turn.preflight(config).tracker().model == "m"
+    assert multi_turn_stage.preflight(config).tracker().model == "m"
 
 
 # ------------------------------------------------------------------------ multi-turn wiring
@@ -370,7 +375,7 @@ def test_multi_turn_uses_the_llm_features_with_one_batch_per_round(serve, vocab)
         requests_per_round.append(len(server.requests))
         return _Ranker().score(histories, texts)
 
-    results, dialogues = multi_turn.evaluate(
+    results, dialogues = multi_turn_results.evaluate(
         {"latentcrs": Recommender("latentcrs", score)},
         np.zeros((2, 3), np.int32),
         np.array([5, 6], np.int32),  # Clueless and Fargo: comedies ranked 5th and 6th.
@@ -446,7 +451,7 @@ def test_stage_with_the_llm_tracker_resumes_from_its_cache(
     mt.num_samples, mt.rounds, mt.systems = 8, 2, ("latentcrs_f",)
     mt.transcripts_per_system = 8
     mt.state_tracker, mt.tracker_base_url, mt.tracker_model = "llm", server.url, "tm"
-    md = multi_turn.run(config, workdir)
+    md = multi_turn_stage.run(config, workdir)
     assert "LLM (tm) state tracker" in md and "| LatentCRS^F |" in md
     made = len(server.requests)
     assert 8 <= made <= 16  # One per sample and round (fewer once a dialogue succeeds).
@@ -457,10 +462,10 @@ def test_stage_with_the_llm_tracker_resumes_from_its_cache(
     assert stats["parsed"] + stats["fallback_unparsable"] == user_turns  # Every turn tracked.
     assert stats["fallback_unparsable"] >= 1 and stats["requests"] == made
     assert any(tr.state.intents for tr in transcripts)
-    assert (multi_turn.stage_dir(workdir) / "tracker_cache.jsonl").is_file()
+    assert (multi_turn_stage.stage_dir(workdir) / "tracker_cache.jsonl").is_file()
     # Re-run (outputs removed, same fingerprint): every reply comes from the cache.
     (workdir / "eval" / "multi_turn.md").unlink()
-    assert multi_turn.run(config, workdir).split("\n", 1)[1] == md.split("\n", 1)[1]
+    assert multi_turn_stage.run(config, workdir).split("\n", 1)[1] == md.split("\n", 1)[1]
     assert len(server.requests) == made
 
 
@@ -478,7 +483,7 @@ def test_stage_stops_at_start_without_an_api_key(tiny_simulated_workdir, monkeyp
     mt.state_tracker, mt.tracker_base_url, mt.tracker_model = "llm", "https://x.example/v1", "m"
     mt.tracker_api_key_env = "TRACKER_TEST_KEY"
     with pytest.raises(multi_turn.MultiTurnConfigError, match="TRACKER_TEST_KEY"):
-        multi_turn.run(config, tiny_simulated_workdir)
+        multi_turn_stage.run(config, tiny_simulated_workdir)
 
 
 # ------------------------------------------------------------------------------------- chat

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from latentcrs_jax import stage_manifest
-from latentcrs_jax.conversation import multi_turn
+from latentcrs_jax.conversation import (
+    multi_turn,
+    multi_turn_protocol,
+    multi_turn_results,
+    multi_turn_stage,
+)
 from latentcrs_jax.conversation.features import FeatureVocab
 from latentcrs_jax.conversation.transcripts import read_transcripts
 from latentcrs_jax.data.items import make_item
@@ -19,21 +24,21 @@ NUM_ITEMS = 12
 
 
 def test_success_metrics_closed_form():
-    m = multi_turn.success_metrics([1, 3, None, 5, 2], rounds=5)
+    m = multi_turn_protocol.success_metrics([1, 3, None, 5, 2], rounds=5)
     assert m["samples"] == 5 and m["successes"] == 4
     np.testing.assert_allclose(m["success_rate"], [0.2, 0.4, 0.6, 0.6, 0.8])
     assert m["average_turns"] == pytest.approx((1 + 3 + 5 + 5 + 2) / 5)
-    empty = multi_turn.success_metrics([], rounds=3)
+    empty = multi_turn_protocol.success_metrics([], rounds=3)
     assert empty["success_rate"] == [0.0, 0.0, 0.0] and empty["average_turns"] == 0.0
 
 
 def test_sample_indices_are_seeded_sorted_and_capped():
-    a = multi_turn.sample_indices(1000, 500, 1024)
-    assert a == multi_turn.sample_indices(1000, 500, 1024)
+    a = multi_turn_protocol.sample_indices(1000, 500, 1024)
+    assert a == multi_turn_protocol.sample_indices(1000, 500, 1024)
     assert a == sorted(random.Random(1024).sample(range(1000), 500))
-    assert len(set(a)) == 500 and a != multi_turn.sample_indices(1000, 500, 7)
-    assert multi_turn.sample_indices(40, 500, 1) == list(range(40))
-    assert multi_turn.sample_indices(40, 0, 1) == list(range(40))
+    assert len(set(a)) == 500 and a != multi_turn_protocol.sample_indices(1000, 500, 7)
+    assert multi_turn_protocol.sample_indices(40, 500, 1) == list(range(40))
+    assert multi_turn_protocol.sample_indices(40, 0, 1) == list(range(40))
 
 
 def test_settings_validation():
@@ -55,7 +60,7 @@ def test_embedding_memo_embeds_each_text_once():
         calls.append(list(texts))
         return np.array([[len(t), 1.0] for t in texts], np.float32)
 
-    memo = multi_turn.EmbeddingMemo(embed)
+    memo = multi_turn_protocol.EmbeddingMemo(embed)
     memo.prefetch(["a", "bb", "a"])
     out = memo(["bb", "a", "ccc"])
     np.testing.assert_array_equal(out[:, 0], [2, 1, 3])
@@ -126,7 +131,7 @@ def _run_scripted(systems=("latentcrs_f", "latentcrs"), **settings):
     cfg = multi_turn.MultiTurnSettings(
         systems=systems, top_k=2, candidates=6, mask_history=False, **settings
     )
-    results, dialogues = multi_turn.evaluate(
+    results, dialogues = multi_turn_results.evaluate(
         recs,
         np.zeros((5, 4), np.int32),
         targets,
@@ -245,11 +250,11 @@ def test_stage_runs_writes_outputs_and_skips_when_complete(tiny_simulated_workdi
     config = tiny.get_config()
     config.multi_turn.num_samples = 30
     config.multi_turn.transcripts_per_system = 3
-    md = multi_turn.run(config, workdir)
+    md = multi_turn_stage.run(config, workdir)
     assert "| LatentCRS^F |" in md and "| backbone SASRec (text ignored) |" in md
     assert "fusion" not in md  # No fusion recommender: the row is skipped.
     result = json.loads((workdir / "eval" / "multi_turn.json").read_text())
-    assert result["samples"] == multi_turn.sample_indices(len(ds.splits["test"]), 30, 1024)
+    assert result["samples"] == multi_turn_protocol.sample_indices(len(ds.splits["test"]), 30, 1024)
     rows = result["systems"]
     for row in rows.values():
         sr = row["success_rate"]
@@ -272,7 +277,7 @@ def test_stage_runs_writes_outputs_and_skips_when_complete(tiny_simulated_workdi
         assert t.sample_key == ds.sample_key("test", t.sample_index)
         shown = [i for turn in t.state.turns if turn["role"] == "system" for i in turn["items"]]
         assert (t.target in shown) == (t.success_round is not None)
-    fp_dir = multi_turn.stage_dir(workdir)
+    fp_dir = multi_turn_stage.stage_dir(workdir)
     assert stage_manifest.read(fp_dir) is not None
 
     # Complete: the second run reads the table back without loading anything.
@@ -280,9 +285,9 @@ def test_stage_runs_writes_outputs_and_skips_when_complete(tiny_simulated_workdi
         raise AssertionError("load_systems called for a complete stage")
 
     monkeypatch.setattr(recommenders, "load_systems", fail)
-    assert multi_turn.run(config, workdir) == md
+    assert multi_turn_stage.run(config, workdir) == md
     # A changed setting is a different fingerprint: the stage runs again.
     config.multi_turn.rounds = 2
     monkeypatch.setattr(recommenders, "load_systems", fake_load)
-    md2 = multi_turn.run(config, workdir)
+    md2 = multi_turn_stage.run(config, workdir)
     assert "SR@2 | AT |" in md2 and "SR@3" not in md2

@@ -120,7 +120,7 @@ def test_missing_file_format_and_movies_errors(tmp_path):
         list(readers.read(H.REDIAL, "csv"))
     bad = tmp_path / "m.csv"
     bad.write_text("id,name\n1,x\n")
-    with pytest.raises(readers.DialogueFormatError, match="movieId,movieName"):
+    with pytest.raises(readers.DialogueFormatError, match=r"m.csv:1: header lacks .*'movieName'"):
         list(readers.read(H.REDIAL, "redial", movies=bad))
     generic = tmp_path / "g.jsonl"
     generic.write_text(json.dumps({"turns": [{"role": "critic", "text": "x"}]}) + "\n")

@@ -137,3 +137,19 @@ def test_m_step_loss_total_and_q_constant():
         lambda qq: em.m_step_loss(qq, *args[1:], kl_weight=1.0, nce_weight=2.0, rec_weight=5.0)[0]
     )(args[0])
     assert not np.any(np.asarray(g))
+
+
+def test_entropy_term_of_the_m_step_matches_numpy_and_sharpens():
+    b, k, c = 3, 5, 4
+    q, p = _simplex(b, k), _simplex(b, k)
+    args = (jnp.array(q), jnp.array(p), None, jnp.array(RNG.normal(size=(b, c))))
+    weights = dict(kl_weight=1.0, nce_weight=0.0, rec_weight=5.0)
+    base, _ = em.m_step_loss(*args, **weights)
+    total, terms = em.m_step_loss(*args, **weights, entropy_weight=0.3)
+    h = np.mean(-np.sum(p * np.log(p + EPS), -1))
+    np.testing.assert_allclose(terms["entropy"], h, rtol=1e-5)
+    np.testing.assert_allclose(total, base + 0.3 * h, rtol=1e-5)
+    np.testing.assert_allclose(em.entropy(jnp.full((2, 4), 0.25)), np.log(4), rtol=1e-4)
+    # Its gradient w.r.t. p matches the closed form -(log(p + eps) + p / (p + eps)).
+    g = jax.grad(lambda pp: em.entropy(pp))(jnp.array(p))
+    np.testing.assert_allclose(g, -(np.log(p + EPS) + p / (p + EPS)) / b, rtol=1e-4)

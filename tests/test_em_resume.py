@@ -25,7 +25,7 @@ def test_killed_em_stage_resumes_to_identical_metrics(tmp_path, monkeypatch):
     stage = em.main_plan()[2]  # alternating E/M: both phases, both optimisers
     mesh = sharding.make_mesh()
     inputs = _inputs()
-    straight = em_stage.run_stage(cfg, stage, inputs, tmp_path / "a", None, mesh)
+    straight = em_stage.run_phase(cfg, stage, inputs, tmp_path / "a", None, mesh)
 
     original = em.EMTask.train_batches
     calls = {"n": 0}
@@ -39,10 +39,10 @@ def test_killed_em_stage_resumes_to_identical_metrics(tmp_path, monkeypatch):
 
     monkeypatch.setattr(em.EMTask, "train_batches", dying)
     with pytest.raises(_Killed):
-        em_stage.run_stage(cfg, stage, inputs, tmp_path / "b", None, mesh)
+        em_stage.run_phase(cfg, stage, inputs, tmp_path / "b", None, mesh)
     assert calls["n"] == 1
     monkeypatch.setattr(em.EMTask, "train_batches", original)
-    resumed = em_stage.run_stage(cfg, stage, inputs, tmp_path / "b", None, mesh)
+    resumed = em_stage.run_phase(cfg, stage, inputs, tmp_path / "b", None, mesh)
     assert resumed == straight
     rows_a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     rows_b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
@@ -52,7 +52,7 @@ def test_killed_em_stage_resumes_to_identical_metrics(tmp_path, monkeypatch):
     ]
     assert strip(rows_a) == strip(rows_b)
     # A finished stage is skipped: same metrics, no training.
-    assert em_stage.run_stage(cfg, stage, inputs, tmp_path / "b", None, mesh) == straight
+    assert em_stage.run_phase(cfg, stage, inputs, tmp_path / "b", None, mesh) == straight
 
 
 def test_same_seed_same_first_step(tmp_path):
@@ -64,8 +64,8 @@ def test_same_seed_same_first_step(tmp_path):
         task = em.EMTask(cfg, em.main_plan()[2], splits, item_emb, intents, None, mesh)
         state = task.create_state(jax.random.PRNGKey(0))
         batch = next(task.train_batches(0))
-        phase = batch.pop("phase")
-        _, m = jax.jit(functools.partial(task.train_step, phase=phase))(state, batch)
+        em_pass = batch.pop("pass")
+        _, m = jax.jit(functools.partial(task.train_step, em_pass=em_pass))(state, batch)
         metrics.append(jax.device_get(m))
     for k in metrics[0]:
         np.testing.assert_array_equal(metrics[0][k], metrics[1][k])
@@ -90,8 +90,19 @@ def test_stage_made_with_another_config_starts_over(tmp_path):
     inputs = _inputs()
     stage = em.main_plan()[0]
     a, b = small_config(max_epochs=1), small_config(max_epochs=1, learning_rate=1e-2)
-    first = em_stage.run_stage(a, stage, inputs, tmp_path / "x", None, mesh)
+    first = em_stage.run_phase(a, stage, inputs, tmp_path / "x", None, mesh)
     # Without the restart, b would resume a's finished checkpoint and return a's metrics.
-    again = em_stage.run_stage(b, stage, inputs, tmp_path / "x", None, mesh)
-    fresh = em_stage.run_stage(b, stage, inputs, tmp_path / "y", None, mesh)
+    again = em_stage.run_phase(b, stage, inputs, tmp_path / "x", None, mesh)
+    fresh = em_stage.run_phase(b, stage, inputs, tmp_path / "y", None, mesh)
     assert again == fresh and again != first
+
+
+def test_phase_fingerprint_keeps_the_names_it_was_hashed_with():
+    # Finished phases of existing workdirs stay complete: same keys, same values.
+    assert em_stage._hashed(em.main_plan()[2]) == {
+        "name": "em",
+        "phases": ("E", "M"),
+        "stop_head": "prior",
+        "init_from": "prior",
+        "overrides": (),
+    }

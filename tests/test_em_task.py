@@ -78,7 +78,7 @@ def test_faithful_switches_run(tmp_path, overrides):
 
 def test_fusion_baseline_has_no_kl(tmp_path):
     cfg = small_config(max_epochs=2)
-    (stage,) = em.STAGE_PLANS["fusion"]
+    (stage,) = em.PHASE_PLANS["fusion"]
     _fit(tmp_path, cfg, stage)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
     assert "train/M/nce" not in rows[0]
@@ -122,7 +122,7 @@ def test_log_z_is_cached_per_epoch_and_equals_the_in_step_value():
 
     np.testing.assert_allclose(state.extras["log_z"], log_z(state.params["prior"]), rtol=1e-5)
     batch = next(task.train_batches(0))
-    assert batch.pop("phase") == "E" and "user" not in batch and "history" not in batch
+    assert batch.pop("pass") == "E" and "user" not in batch and "history" not in batch
     placed = sharding.place_batch(batch, mesh)
     _, cached = task.train_step(state, placed, "E")
     task._cache_log_z = False  # computed inside the step instead
@@ -149,5 +149,59 @@ def test_log_z_not_cached_when_unused_or_after_an_m_pass():
     assert not cached(posterior)  # the posterior stage has no KL term
     assert not cached(prior)
     assert not cached(em_stage, faithful_e_target=True)
-    m_first = em.EMStage("m_first", ("M", "E"), "prior")
+    m_first = em.EMPhase("m_first", ("M", "E"), "prior")
     assert not cached(m_first)
+
+
+def _text_inputs():
+    splits, item_emb, intents = synthetic_inputs()
+    rng = np.random.default_rng(7)
+    item_text = rng.normal(size=(item_emb.shape[0], splits["train"].x.shape[1]))
+    return splits, item_emb, intents, item_text.astype(np.float32)
+
+
+def test_item_text_and_residual_terms_enter_training_and_evaluation(tmp_path):
+    splits, item_emb, intents, item_text = _text_inputs()
+    cfg = small_config(
+        max_epochs=1, residual_weight=0.5, text_item_weight=2.0, prior_temperature=0.5
+    )
+    stage = em.main_plan()[2]
+    with pytest.raises(ValueError, match="item-text"):
+        em.EMTask(cfg, stage, splits, item_emb, intents, None, sharding.make_mesh())
+    task = em.EMTask(
+        cfg, stage, splits, item_emb, intents, None, sharding.make_mesh(), item_text=item_text
+    )
+    state = task.create_state(jax.random.key(0))
+    batch = next(iter(task.eval_batches("valid")))
+    # The prior head's full-ranking scores: (mixture + beta h) . e_y + gamma x . t_y.
+    prior = state.params["prior"]
+    p = task.prior.apply(prior, batch["h"], batch["x"], deterministic=True, method="distribution")
+    vecs = task.prior.apply(prior, method="intent_item_vectors")
+    want = (np.asarray(p) @ np.asarray(vecs) + 0.5 * batch["h"]) @ item_emb.T
+    want = want + 2.0 * batch["x"] @ item_text.T
+    sums = task.eval_step(state, batch)
+    ref = ranking_sums(want, batch, cfg.mask_history)
+    np.testing.assert_allclose(sums["prior/ndcg@10"][0], ref["ndcg@10"][0], rtol=1e-4)
+    # The M step trains gamma.
+    m_batch = next(b for b in task.train_batches(0) if b["pass"] == "M")
+    new_state, terms = task.train_step(
+        state, {k: v for k, v in m_batch.items() if k != "pass"}, "M"
+    )
+    assert float(new_state.params["prior"]["params"]["text_item_log_scale"]) != 0.0
+    assert np.isfinite(float(terms["loss"]))
+
+
+def ranking_sums(scores, batch, mask_history):
+    from latentcrs_jax.evaluation import ranking
+
+    return ranking.full_ranking_metrics(
+        scores, batch["target"], batch["history"], batch["valid"], mask_history=mask_history
+    )
+
+
+def test_entropy_and_top_k_switches_run(tmp_path):
+    cfg = small_config(max_epochs=1, m_entropy_weight=0.1, prior_top_k=2)
+    _, _, fit = _fit(tmp_path, cfg, em.main_plan()[2])
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert "train/M/entropy" in rows[0]
+    assert np.isfinite(fit.final_metrics["valid/prior/ndcg@10"])

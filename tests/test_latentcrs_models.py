@@ -145,3 +145,61 @@ def test_backbone_user_state_dropout_is_keyed():
     assert not np.allclose(run(1), run(2))
     det = latentcrs.backbone_user_state(cfg, variables, ids, deterministic=True)
     assert not np.allclose(run(1), det)
+
+
+def _np_softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("temperature,top_k", [(0.5, 0), (1.0, 2), (0.3, 3), (2.0, K)])
+def test_prior_temperature_and_top_k_match_numpy(temperature, top_k):
+    h, x, _ = _inputs()
+    base = latentcrs.Prior(_centroids(), latentcrs.PriorConfig(text_hidden=16))
+    sharp = latentcrs.Prior(
+        _centroids(),
+        latentcrs.PriorConfig(text_hidden=16, temperature=temperature, top_k=top_k),
+    )
+    params = base.init(jax.random.key(0), h, x, deterministic=True)
+    p0 = np.asarray(base.apply(params, h, x, deterministic=True, method="distribution"), np.float64)
+    logits = np.log(p0)  # the intent logits up to a per-row constant
+    z = logits / temperature
+    if 0 < top_k < K:
+        kth = np.sort(z, axis=-1)[:, -top_k][:, None]
+        z = np.where(z >= kth, z, -np.inf)
+    p = sharp.apply(params, h, x, deterministic=True, method="distribution")
+    np.testing.assert_allclose(p, _np_softmax(z), rtol=1e-4, atol=1e-6)
+    if 0 < top_k < K:
+        assert ((np.asarray(p) > 0).sum(-1) == top_k).all()
+
+
+def test_residual_behaviour_term_adds_beta_h():
+    h, x, e = _inputs()
+    base = latentcrs.Prior(_centroids(), latentcrs.PriorConfig(text_hidden=16))
+    res = latentcrs.Prior(_centroids(), latentcrs.PriorConfig(text_hidden=16, residual_weight=0.7))
+    params = base.init(jax.random.key(0), h, x, deterministic=True)
+    p, user = res.apply(params, h, x, deterministic=True)
+    vecs = np.asarray(base.apply(params, method=lambda m: m.intent_item_vectors()))
+    want = np.asarray(p) @ vecs @ np.asarray(e).T + 0.7 * np.asarray(h) @ np.asarray(e).T
+    np.testing.assert_allclose(user @ e.T, want, rtol=1e-4, atol=1e-5)
+
+
+def test_item_text_term_is_a_learned_scale_times_the_cosine():
+    h, x, _ = _inputs()
+    cfg = latentcrs.PriorConfig(text_hidden=16, text_item=True, text_item_init=2.5)
+    model = latentcrs.Prior(_centroids(), cfg)
+    params = model.init(jax.random.key(0), h, x, deterministic=True)
+    assert float(params["params"]["text_item_log_scale"]) == 0.0  # gamma = 2.5 exp(0)
+    t = np.random.default_rng(5).normal(size=(N, DX)).astype(np.float32)
+    full = model.apply(params, x, jnp.asarray(t), method="text_item_scores")
+    np.testing.assert_allclose(full, 2.5 * np.asarray(x) @ t.T, rtol=1e-5, atol=1e-5)
+    # Per-row candidates give the same numbers as the shared table.
+    cand = np.random.default_rng(6).integers(0, N, size=(B, 4))
+    per_row = model.apply(params, x, jnp.asarray(t[cand]), method="text_item_scores")
+    np.testing.assert_allclose(per_row, np.take_along_axis(np.asarray(full), cand, 1), rtol=1e-5)
+    # Off by default: no parameter, the paper's prior.
+    plain = latentcrs.Prior(_centroids(), latentcrs.PriorConfig(text_hidden=16))
+    assert (
+        "text_item_log_scale"
+        not in plain.init(jax.random.key(0), h, x, deterministic=True)["params"]
+    )

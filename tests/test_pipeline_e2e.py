@@ -20,6 +20,7 @@ def test_pipeline_end_to_end_then_skips(tiny_encoded_workdir, tmp_path, monkeypa
     assert "| LatentCRS (prior mixture) |" in text and "| text-only retrieval |" in text
     assert "| LatentCRS^V, stand-in validator (no LLM), top 20 |" in text  # one-turn ^V
     assert "| LatentCRS^F |" in text
+    assert "| late fusion (valid-fitted) |" in text and "| late fusion + filter |" in text
     # The main job's ^V row is the keyless stand-in, and the cost table says what is keyless.
     assert "| LatentCRS^V, stand-in validator (no LLM) |" in text
     assert "Token cost per dialogue" in text and "0 (keyless)" in text
@@ -27,6 +28,7 @@ def test_pipeline_end_to_end_then_skips(tiny_encoded_workdir, tmp_path, monkeypa
         "pretrain/intents.npy",
         "em/seed0/em/best_params.msgpack",
         "eval/one_turn.json",
+        "eval/late_fusion.json",
         "report/report.md",
         "report/intent_map.png",
     ):
@@ -54,6 +56,7 @@ def test_pipeline_end_to_end_then_skips(tiny_encoded_workdir, tmp_path, monkeypa
     again = []
     pipeline.run(config, workdir, emit=again.append)
     assert None not in loads  # finished EM stages never load their inputs (the report: test)
+    assert not loads  # the report reads the saved test user states: no backbone run
     assert stamps() == before
     assert [(workdir / p).read_bytes() for p in rederived] == tables
     assert again[-4] == lines[-4]  # the same multi-turn table

@@ -14,8 +14,12 @@ import jax
 import numpy as np
 import pytest
 
+from latentcrs_jax import artifacts
 from latentcrs_jax.models import sasrec
-from latentcrs_jax.training import pretrain, sharding
+from latentcrs_jax.training import sharding
+from latentcrs_jax.training.pretrain import config as pretrain_config
+from latentcrs_jax.training.pretrain import data as pretrain_data
+from latentcrs_jax.training.pretrain import stage as pretrain_stage
 
 N_ITEMS = 30
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -38,12 +42,12 @@ def _cfg(**kw):
         num_intents=3, n_views=2, kmeans_redo=1, kmeans_iters=5, ks=(5, 10, 15, 20),
     )  # fmt: skip
     base.update(kw)
-    return pretrain.PretrainConfig(**base)
+    return pretrain_config.PretrainConfig(**base)
 
 
 def test_cut_points_and_padding():
     seqs = [np.arange(1, 11), np.array([3, 4, 5])]
-    d = pretrain.build_sequence_data(seqs, 12, max_len=4)
+    d = pretrain_data.build_sequence_data(seqs, 12, max_len=4)
     np.testing.assert_array_equal(d.train_users, [0])  # 3 items: no training sample
     np.testing.assert_array_equal(d.train_input[0], [4, 5, 6, 7])  # S[:-3], last 4
     np.testing.assert_array_equal(d.train_target[0], [5, 6, 7, 8])  # S[1:-2]
@@ -54,25 +58,27 @@ def test_cut_points_and_padding():
     np.testing.assert_array_equal(v["exclude"][0], np.arange(1, 9))  # whole prefix, not last 4
     np.testing.assert_array_equal(t["target"], [10, 5])
     with pytest.raises(ValueError, match="outside 1..12"):
-        pretrain.build_sequence_data([np.array([1, 13, 2, 3])], 12, 4)
+        pretrain_data.build_sequence_data([np.array([1, 13, 2, 3])], 12, 4)
 
 
 def test_negatives_avoid_the_whole_user_sequence():
     seqs = [np.arange(1, 9), np.array([9, 10])]
-    d = pretrain.build_sequence_data(seqs, 10, max_len=4)
+    d = pretrain_data.build_sequence_data(seqs, 10, max_len=4)
     rng = np.random.default_rng(0)
-    negs = pretrain.sample_negatives(rng, np.array([0, 1]), (2, 500), 10, d.user_item_keys)
+    negs = pretrain_data.sample_negatives(rng, np.array([0, 1]), (2, 500), 10, d.user_item_keys)
     assert set(negs[0].tolist()) == {9, 10}  # user 0 consumed 1..8
     assert set(negs[1].tolist()) == set(range(1, 9))
     with pytest.raises(ValueError, match="did not converge"):
-        pretrain.sample_negatives(rng, np.array([0]), (1, 3), 8, d.user_item_keys, max_rounds=5)
+        pretrain_data.sample_negatives(
+            rng, np.array([0]), (1, 3), 8, d.user_item_keys, max_rounds=5
+        )
 
 
 @pytest.mark.parametrize("loss", ["iclrec", "ce"])
 def test_same_seed_gives_bit_identical_first_step(loss):
-    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    data = pretrain_data.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
     mesh = sharding.make_mesh()
-    task = pretrain.PretrainTask(data, MODEL, _cfg(loss=loss), mesh)
+    task = pretrain_stage.make_task(data, MODEL, _cfg(loss=loss), mesh)
     step = jax.jit(task.train_step)
     metrics = []
     for _ in range(2):  # everything rebuilt from the seed: state, K-means, batch, step RNG
@@ -110,10 +116,10 @@ def compilation_cache(tmp_path_factory):
 
 def test_run_resume_and_artefacts(tmp_path):
     seqs = _sequences()
-    straight = pretrain.run(seqs, N_ITEMS, MODEL, _cfg(max_epochs=3), tmp_path / "a")
+    straight = pretrain_stage.train(seqs, N_ITEMS, MODEL, _cfg(max_epochs=3), tmp_path / "a")
     # "Kill" after 2 epochs (a shorter run), then restart with the full budget: it resumes.
-    pretrain.run(seqs, N_ITEMS, MODEL, _cfg(max_epochs=2), tmp_path / "b")
-    resumed = pretrain.run(seqs, N_ITEMS, MODEL, _cfg(max_epochs=3), tmp_path / "b")
+    pretrain_stage.train(seqs, N_ITEMS, MODEL, _cfg(max_epochs=2), tmp_path / "b")
+    resumed = pretrain_stage.train(seqs, N_ITEMS, MODEL, _cfg(max_epochs=3), tmp_path / "b")
     assert _records(tmp_path / "a" / "metrics.jsonl") == _records(tmp_path / "b" / "metrics.jsonl")
     for k, v in straight.items():
         if "seconds" not in k:
@@ -130,17 +136,17 @@ def test_run_resume_and_artefacts(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(intents, axis=1), 1.0, rtol=1e-5)
     assign = np.load(tmp_path / "a" / "assignments.npy")
     assert assign.shape == (20,) and assign.min() >= 0 and assign.max() < 3
-    model_cfg, params, loaded = pretrain.load_backbone(tmp_path / "a")
+    model_cfg, params, loaded = artifacts.load_backbone(tmp_path / "a")
     assert model_cfg == MODEL
     np.testing.assert_array_equal(loaded, intents)
     assert params["params"]["item_embed"]["embedding"].shape == (N_ITEMS + 1, 8)
 
 
 def test_ce_run_compiles_once(tmp_path):
-    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    data = pretrain_data.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
     from latentcrs_jax.training import loop
 
-    task = pretrain.PretrainTask(data, MODEL, _cfg(loss="ce", ce_chunk=16), sharding.make_mesh())
+    task = pretrain_stage.make_task(data, MODEL, _cfg(loss="ce", ce_chunk=16), sharding.make_mesh())
     trainer = loop.Trainer(loop.TrainerConfig(max_epochs=2, patience=5), tmp_path)
     trainer.fit(task)  # 20 users, batch 8: the last batch of each epoch is padded
     assert trainer.train_step_traces == 1
@@ -149,13 +155,13 @@ def test_ce_run_compiles_once(tmp_path):
 def test_ce_microbatches_give_the_whole_batch_loss_and_gradient():
     # Without dropout the microbatched scan must equal one pass over the whole batch.
     model_cfg = dataclasses.replace(MODEL, hidden_dropout=0.0, attn_dropout=0.0)
-    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    data = pretrain_data.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
     mesh = sharding.make_mesh()
-    batch = next(pretrain.PretrainTask(data, model_cfg, _cfg(loss="ce"), mesh).train_batches(0))
+    batch = next(pretrain_stage.make_task(data, model_cfg, _cfg(loss="ce"), mesh).train_batches(0))
     assert 0 < batch["target"][-1].astype(bool).sum() < 8  # unequal target counts per row
     results = []
     for micro in (0, 2, 4):
-        task = pretrain.PretrainTask(data, model_cfg, _cfg(loss="ce", microbatch=micro), mesh)
+        task = pretrain_stage.make_task(data, model_cfg, _cfg(loss="ce", microbatch=micro), mesh)
         state = task.create_state(jax.random.PRNGKey(0))
         results.append(task._ce_value_and_grad(state.params, batch, jax.random.PRNGKey(1)))
     for loss, grads in results[1:]:
@@ -169,11 +175,11 @@ def test_iclrec_microbatches_give_the_whole_batch_step():
     # Without dropout, encoding (sequence, views) m rows at a time under remat must give the
     # whole-batch losses and update.
     model_cfg = dataclasses.replace(MODEL, hidden_dropout=0.0, attn_dropout=0.0)
-    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    data = pretrain_data.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
     mesh = sharding.make_mesh()
     results = []
     for micro in (0, 2, 4):
-        task = pretrain.PretrainTask(data, model_cfg, _cfg(microbatch=micro), mesh)
+        task = pretrain_stage.make_task(data, model_cfg, _cfg(microbatch=micro), mesh)
         state = task.on_epoch_start(task.create_state(jax.random.PRNGKey(0)), 0)
         new_state, metrics = jax.jit(task.train_step)(state, next(task.train_batches(0)))
         results.append((metrics, new_state.params))
@@ -186,7 +192,7 @@ def test_iclrec_microbatches_give_the_whole_batch_step():
 def test_bce_loss_is_the_iclrec_step_without_its_contrastive_terms():
     # Same dropout draws for the sequence, so the update must equal ICLRec's with both
     # contrastive weights at 0; with them on, the step differs.
-    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    data = pretrain_data.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
     mesh = sharding.make_mesh()
     results = {}
     for name, kw in {
@@ -194,7 +200,7 @@ def test_bce_loss_is_the_iclrec_step_without_its_contrastive_terms():
         "zero": dict(cf_weight=0.0, intent_cf_weight=0.0),
         "iclrec": {},
     }.items():
-        task = pretrain.PretrainTask(data, MODEL, _cfg(microbatch=4, **kw), mesh)
+        task = pretrain_stage.make_task(data, MODEL, _cfg(microbatch=4, **kw), mesh)
         state = task.on_epoch_start(task.create_state(jax.random.PRNGKey(0)), 0)
         batch = next(task.train_batches(0))
         assert batch["negative"].shape == batch["target"].shape
@@ -208,8 +214,8 @@ def test_bce_loss_is_the_iclrec_step_without_its_contrastive_terms():
     w_icl = results["iclrec"][1]["params"]["item_embed"]["embedding"]
     assert not np.allclose(w_bce, w_icl, atol=1e-7)
     # Like CE, the BCE loss reads real positions only, so length buckets may trim padding.
-    data = pretrain.build_sequence_data(_sequences(num_users=40), N_ITEMS, MODEL.max_len)
-    task = pretrain.PretrainTask(data, MODEL, _cfg(loss="bce", length_buckets=2), mesh)
+    data = pretrain_data.build_sequence_data(_sequences(num_users=40), N_ITEMS, MODEL.max_len)
+    task = pretrain_stage.make_task(data, MODEL, _cfg(loss="bce", length_buckets=2), mesh)
     batch = min(task.train_batches(0), key=lambda b: b["input"].shape[1])
     assert batch["input"].shape[1] < MODEL.max_len
     assert batch["negative"].shape == batch["target"].shape
@@ -220,12 +226,12 @@ def test_bce_loss_is_the_iclrec_step_without_its_contrastive_terms():
 def test_length_bucketed_evaluation_gives_the_same_metrics():
     from latentcrs_jax.evaluation import ranking
 
-    data = pretrain.build_sequence_data(_sequences(num_users=40), N_ITEMS, MODEL.max_len)
+    data = pretrain_data.build_sequence_data(_sequences(num_users=40), N_ITEMS, MODEL.max_len)
     mesh = sharding.make_mesh()
     params = None
     results = []
     for buckets in (0, 4):
-        task = pretrain.PretrainTask(data, MODEL, _cfg(loss="ce", length_buckets=buckets), mesh)
+        task = pretrain_stage.make_task(data, MODEL, _cfg(loss="ce", length_buckets=buckets), mesh)
         params = params or task.create_state(jax.random.PRNGKey(0))
         batches = list(task.eval_batches("test"))
         widths = {b["input"].shape[1] for b in batches}
@@ -238,12 +244,12 @@ def test_length_bucketed_evaluation_gives_the_same_metrics():
 
 
 def test_step_decay_of_the_learning_rate():
-    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    data = pretrain_data.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
     mesh = sharding.make_mesh()
-    constant = pretrain.PretrainTask(data, MODEL, _cfg(loss="ce", lr=0.01), mesh)
+    constant = pretrain_stage.make_task(data, MODEL, _cfg(loss="ce", lr=0.01), mesh)
     assert constant.learning_rate() == 0.01
     cfg = _cfg(loss="ce", lr=0.01, lr_decay_epochs=(2, 3), lr_decay_factor=0.5)
-    task = pretrain.PretrainTask(data, MODEL, cfg, mesh)
+    task = pretrain_stage.make_task(data, MODEL, cfg, mesh)
     sched, n = task.learning_rate(), task.num_train_batches()  # 20 users, batch 8: 3 steps
     assert n == 3
     got = [float(sched(s)) for s in (0, 2 * n - 1, 2 * n, 3 * n - 1, 3 * n, 100)]
@@ -252,12 +258,12 @@ def test_step_decay_of_the_learning_rate():
 
 def test_bad_config_errors():
     with pytest.raises(ValueError, match="must be one of"):
-        pretrain.PretrainConfig(loss="bpr")
+        pretrain_config.PretrainConfig(loss="bpr")
     with pytest.raises(ValueError, match="length_buckets does not apply"):
         _cfg(length_buckets=4)
-    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    data = pretrain_data.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
     with pytest.raises(ValueError, match="lower pretrain.num_intents"):
-        pretrain.PretrainTask(data, MODEL, _cfg(num_intents=50), sharding.make_mesh())
+        pretrain_stage.make_task(data, MODEL, _cfg(num_intents=50), sharding.make_mesh())
 
 
 _MULTI_DEVICE = textwrap.dedent(
@@ -267,13 +273,15 @@ _MULTI_DEVICE = textwrap.dedent(
     from jax.sharding import Mesh
     sys.path.insert(0, sys.argv[1])
     from tests.test_pretrain import MODEL, N_ITEMS, _cfg, _sequences
-    from latentcrs_jax.training import pretrain, sharding
+    from latentcrs_jax.training import sharding
+    from latentcrs_jax.training.pretrain import data as pretrain_data
+    from latentcrs_jax.training.pretrain import stage as pretrain_stage
     assert jax.device_count() == 4, jax.devices()
-    data = pretrain.build_sequence_data(_sequences(24), N_ITEMS, MODEL.max_len)
+    data = pretrain_data.build_sequence_data(_sequences(24), N_ITEMS, MODEL.max_len)
     out = {}
     for n in (1, 4):
         mesh = Mesh(np.array(jax.devices()[:n]), ("data",))
-        task = pretrain.PretrainTask(data, MODEL, _cfg(), mesh)
+        task = pretrain_stage.make_task(data, MODEL, _cfg(), mesh)
         repl = sharding.replicated(mesh)
         state = jax.jit(task.create_state, out_shardings=repl)(jax.random.PRNGKey(1))
         step = jax.jit(task.train_step, donate_argnums=(0,), out_shardings=(repl, repl))
@@ -304,8 +312,8 @@ def test_one_vs_four_devices_same_loss_trajectory():
 
 
 def test_length_buckets_cover_every_user_once_with_enough_width():
-    data = pretrain.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
-    task = pretrain.PretrainTask(
+    data = pretrain_data.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
+    task = pretrain_stage.make_task(
         data, MODEL, _cfg(loss="ce", length_buckets=4), sharding.make_mesh()
     )
     seen = []
@@ -320,7 +328,7 @@ def test_length_buckets_cover_every_user_once_with_enough_width():
 
 
 def test_benchmark_reports_pretrain_throughput():
-    from latentcrs_jax.training import benchmark_pretrain
+    from latentcrs_jax.training.pretrain import benchmark as benchmark_pretrain
 
     target = np.array([[0, 3, 4, 5], [0, 0, 7, 0]], np.int32)
     np.testing.assert_array_equal(
@@ -328,7 +336,7 @@ def test_benchmark_reports_pretrain_throughput():
     )
 
     model_cfg = sasrec.SASRecConfig(num_items=60, max_len=40, hidden=8)
-    cfg = pretrain.PretrainConfig(
+    cfg = pretrain_config.PretrainConfig(
         loss="ce", batch_size=8, eval_batch_size=8, microbatch=4, ce_chunk=16, length_buckets=4
     )
     for full_length in (False, True):

@@ -8,7 +8,8 @@ from configs import tiny
 from latentcrs_jax import stage_manifest
 from latentcrs_jax.data import prepare
 from latentcrs_jax.errors import UserInputError
-from latentcrs_jax.training import pretrain, pretrain_stage
+from latentcrs_jax.training.pretrain import config as pretrain_config
+from latentcrs_jax.training.pretrain import stage as pretrain_stage
 
 
 def test_fingerprint_ignores_speed_only_fields(tmp_path):
@@ -48,7 +49,7 @@ def test_fields_added_later_leave_old_fingerprints_at_their_neutral_value(tmp_pa
         changed = tiny.get_config()
         changed.backbone[field] = other
         assert pretrain_stage._fingerprint(changed, tmp_path) != base, field
-        assert getattr(pretrain.model_config_from(changed.backbone, 5), field) == other
+        assert getattr(pretrain_config.model_config_from(changed.backbone, 5), field) == other
 
 
 def test_an_unfinished_run_resumes_only_under_the_config_that_started_it(tmp_path):
@@ -56,9 +57,9 @@ def test_an_unfinished_run_resumes_only_under_the_config_that_started_it(tmp_pat
     prepare.run(config, tmp_path)
     out = pretrain_stage.stage_dir(tmp_path)
     fp = pretrain_stage._fingerprint(config, tmp_path)
-    pretrain_stage._claim(out, fp)  # a fresh run records its config
+    stage_manifest.claim(out, fp, replace=False)  # a fresh run records its config
     assert json.loads((out / stage_manifest.STARTED).read_text()) == fp
-    pretrain_stage._claim(out, fp)  # the same config resumes
+    stage_manifest.claim(out, fp, replace=False)  # the same config resumes
     changed = tiny.get_config()
     changed.pretrain.lr = 0.5
     with pytest.raises(UserInputError, match="unfinished run of another config"):

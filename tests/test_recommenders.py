@@ -26,6 +26,7 @@ def test_every_one_turn_row_is_a_system(loaded):
         "no_rec",
         "text",
         "popularity",
+        "late_fusion",
     }
     assert all(s.name == name for name, s in systems.items())
 
@@ -65,3 +66,18 @@ def test_popularity_ranks_by_training_counts(loaded):
     scores = systems["popularity"].score(history, ["a", "b", "c"])
     assert scores.shape == (3, ctx.dataset.num_items + 1)
     np.testing.assert_array_equal(scores, np.broadcast_to(counts, scores.shape))
+
+
+def test_late_fusion_system_reproduces_its_one_turn_row(loaded, tiny_trained_workdir):
+    from latentcrs_jax.evaluation import late_fusion
+
+    systems, ctx = loaded
+    config = tiny.get_config()
+    test = ctx.dataset.splits["test"]
+    texts = simulate_stage.load_texts(tiny_trained_workdir, "test")
+    scores = systems["late_fusion"].score(test.history, texts)
+    sums = ranking.full_ranking_metrics(scores, test.target, test.history)
+    got = {k: float(s / c) for k, (s, c) in sums.items()}
+    want = late_fusion.metrics(config, tiny_trained_workdir, "test")
+    for m in ("hit@10", "ndcg@10", "hit@20"):
+        assert got[m] == pytest.approx(want[m], abs=1e-5), m

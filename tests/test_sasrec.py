@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from latentcrs_jax.models import sasrec
+from latentcrs_jax.models import sasrec, sasrec_layers
 
 CFG = sasrec.SASRecConfig(num_items=30, max_len=8, hidden=16, num_layers=2, num_heads=2)
 
@@ -87,7 +87,7 @@ def test_dropout_is_keyed_and_off_when_deterministic(params):
 
 def test_tf_layernorm_matches_numpy():
     x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
-    ln = sasrec.TFLayerNorm(eps=1e-12)
+    ln = sasrec_layers.TFLayerNorm(eps=1e-12)
     v = ln.init(jax.random.key(0), x)
     got = ln.apply(v, x)
     want = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12)
@@ -95,11 +95,13 @@ def test_tf_layernorm_matches_numpy():
 
 
 def test_mask_values():
-    allowed = sasrec.attention_mask(jnp.array([[0, 2, 3]]))
+    allowed = sasrec_layers.attention_mask(jnp.array([[0, 2, 3]]))
     want = np.array([[0, 0, 0], [0, 1, 0], [0, 1, 1]], bool)
     np.testing.assert_array_equal(allowed[0, 0], want)
     scores = jnp.arange(9.0).reshape(1, 1, 3, 3)
-    got = sasrec.masked_scores(scores, allowed)  # the authors' additive (1 - allowed) * -10000
+    got = sasrec_layers.masked_scores(
+        scores, allowed
+    )  # the authors' additive (1 - allowed) * -10000
     np.testing.assert_array_equal(got, scores + (1.0 - want) * -10000.0)
 
 
@@ -109,11 +111,11 @@ def test_gelu_is_exact_erf_gelu_with_its_derivative():
     want = 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
     # float32 1 + erf(x / sqrt 2) cancels for x << 0: absolute errors up to ~5e-7 there,
     # as in the authors' erf formula.
-    np.testing.assert_allclose(sasrec.gelu(jnp.asarray(x)), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sasrec_layers.gelu(jnp.asarray(x)), want, rtol=1e-6, atol=1e-6)
     dwant = 0.5 * (1.0 + erf(x / math.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / math.sqrt(
         2.0 * math.pi
     )
-    grad = jax.vmap(jax.grad(sasrec.gelu))(jnp.asarray(x))
+    grad = jax.vmap(jax.grad(sasrec_layers.gelu))(jnp.asarray(x))
     np.testing.assert_allclose(grad, dwant, rtol=1e-5, atol=1e-6)
     ref = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(jnp.asarray(x))
     np.testing.assert_allclose(grad, ref, rtol=1e-5, atol=1e-6)
@@ -127,11 +129,11 @@ def test_bad_config():
 
 
 def test_query_blocks_cover_the_positions():
-    assert sasrec.query_blocks(8, 1) == [(0, 8)]
-    assert sasrec.query_blocks(200, 4) == [(0, 50), (50, 100), (100, 150), (150, 200)]
-    assert sasrec.query_blocks(7, 3) == [(0, 2), (2, 5), (5, 7)]
-    assert sasrec.query_blocks(2, 4) == [(0, 1), (1, 2)]  # never an empty block
-    assert sasrec.query_blocks(30, 0) == [(0, 30)]
+    assert sasrec_layers.query_blocks(8, 1) == [(0, 8)]
+    assert sasrec_layers.query_blocks(200, 4) == [(0, 50), (50, 100), (100, 150), (150, 200)]
+    assert sasrec_layers.query_blocks(7, 3) == [(0, 2), (2, 5), (5, 7)]
+    assert sasrec_layers.query_blocks(2, 4) == [(0, 1), (1, 2)]  # never an empty block
+    assert sasrec_layers.query_blocks(30, 0) == [(0, 30)]
 
 
 @pytest.mark.parametrize("blocks", [2, 3, 8])
@@ -139,7 +141,7 @@ def test_block_causal_attention_equals_full_at_real_positions(params, blocks, mo
     """Skipping the causally masked key blocks changes nothing a real position sees (the
     masked keys' weights underflow to exactly 0); value and gradient of a loss over real
     positions match. Padding query rows (every key masked) may differ: not compared."""
-    monkeypatch.setattr(sasrec, "MIN_BLOCK", 1)  # blocks of a few positions for L = 8
+    monkeypatch.setattr(sasrec_layers, "MIN_BLOCK", 1)  # blocks of a few positions for L = 8
     seq = _seq()
     real = np.asarray(seq > 0)
     blocked = sasrec.SASRec(sasrec.SASRecConfig(**{**CFG.__dict__, "query_blocks": blocks}))
@@ -194,7 +196,7 @@ def test_remat_gives_same_outputs_and_grads(params):
 def test_dropout_keep_mask_bits_and_rate(rate, bits):
     key = jax.random.key(7)
     shape = (3, 1000, 7)  # 21000 draws: not a multiple of 32 / bits for bits = 1
-    keep = np.asarray(sasrec.dropout_keep_mask(key, shape, rate))
+    keep = np.asarray(sasrec_layers.dropout_keep_mask(key, shape, rate))
     # Closed form: draw i is bits [b * (i % (32 / b)), ...) of word i // (32 / b).
     per_word = 32 // bits
     n = np.prod(shape)
@@ -210,7 +212,7 @@ def test_dropout_keep_mask_bits_and_rate(rate, bits):
 def test_dropout_preserves_the_mean():
     x = jnp.ones((200, 500))
     for rate in (0.5, 0.2):
-        layer = sasrec.Dropout(rate)
+        layer = sasrec_layers.Dropout(rate)
         y = np.asarray(layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}))
         assert abs(y.mean() - 1.0) < 0.02
         np.testing.assert_allclose(np.unique(y), [0.0, 256 / (256 - round(rate * 256))], rtol=1e-6)

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from latentcrs_jax import fileio
 from latentcrs_jax.text import cache, files
 
 
@@ -193,8 +194,8 @@ def test_read_lines(tmp_path):
         files.read_lines(path)
 
 
-def test_save_npy_atomic(tmp_path):
+def test_write_npy_atomic(tmp_path):
     target = tmp_path / "sub" / "x.npy"
-    files.save_npy_atomic(target, np.arange(6, dtype=np.float32).reshape(2, 3))
+    fileio.write_npy(target, np.arange(6, dtype=np.float32).reshape(2, 3))
     np.testing.assert_array_equal(np.load(target), np.arange(6).reshape(2, 3))
     assert sorted(p.name for p in target.parent.iterdir()) == ["x.npy"]

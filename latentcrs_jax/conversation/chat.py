@@ -4,7 +4,8 @@
 from a terminal, a pipe or a test. Commands:
   /user <raw id>        take an existing user's most recent items as the liked history
   /like A; B (1995)     add liked titles (fuzzy matching; suggestions when unknown/ambiguous)
-  /system <name>        switch recommender (latentcrs, fusion, text, backbone; latentcrs_v:
+  /system <name>        switch recommender (latentcrs, fusion, late_fusion, text, backbone;
+                        latentcrs_v:
                         ^V, a validator re-ranks ^F's top candidates; llm_only: the zero-shot
                         LLM baseline, with an endpoint)
   /reset                forget the user, the liked items and the dialogue
@@ -57,7 +58,7 @@ from latentcrs_jax.simulator.chat_client import EndpointError
 
 MAX_INPUT_CHARS = 2000  # Longer input is cut (the encoder reads at most 256 tokens anyway).
 MAX_TEXT_CHARS = 1000  # Ranking text kept from the end of the dialogue.
-SYSTEM_ORDER = ("latentcrs", "fusion", "text", "backbone")
+SYSTEM_ORDER = ("latentcrs", "fusion", "late_fusion", "text", "backbone")
 VALIDATED = "latentcrs_v"  # ^V: the validator over latentcrs's filtered list.
 LLM_ONLY = "llm_only"  # The zero-shot LLM baseline.
 HELP = """Commands:
@@ -458,14 +459,14 @@ class ChatSession:
     @classmethod
     def from_workdir(cls, config, workdir: str | pathlib.Path) -> ChatSession:
         """Loads a trained workdir (dataset, systems, intents) into a session."""
+        from latentcrs_jax import artifacts
         from latentcrs_jax.conversation import multi_turn
         from latentcrs_jax.evaluation import recommenders as recommenders_lib
-        from latentcrs_jax.training import pretrain, pretrain_stage
 
         workdir = pathlib.Path(workdir)
         mt_settings = multi_turn.MultiTurnSettings.from_config(config.multi_turn)
         tracker_settings = mt_settings.tracker()
-        backbone = pretrain_stage.stage_dir(workdir)
+        backbone = artifacts.pretrain_dir(workdir)
         if not (backbone / "result.json").is_file():
             raise ChatError(
                 f"{workdir} has no trained backbone ({backbone}/result.json): run the pipeline "
@@ -488,8 +489,7 @@ class ChatSession:
         systems, ctx = recommenders_lib.load_systems(config, workdir)
         ds = ctx.dataset
         vocab = FeatureVocab(ds.items, ds.domain)
-        _, _, intents = pretrain.load_backbone(backbone)
-        names, affinity = intent_labels(intents, ctx.item_emb, ds.items, vocab)
+        names, affinity = intent_labels(ctx.intents, ctx.item_emb, ds.items, vocab)
         tracker = llm_tracker.make_tracker(
             tracker_settings, vocab, ds.domain, fallback_on_endpoint_error=True, client=client
         )

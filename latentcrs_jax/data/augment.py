@@ -18,7 +18,7 @@ ICLRec augments the whole S[:-3] and then keeps the last max_len items; to repro
 pass the full left-padded sequence (width >= the longest sequence) and slice `[:, -max_len:]`
 afterwards, or call `random_augment_suffix(key, full, max_len)`, which has the same
 distribution but computes only the kept columns (O(max_len) per row instead of sorts over the
-whole width; training/pretrain.py uses it).
+whole width; training/pretrain/iclrec.py uses it).
 """
 
 import functools

@@ -31,7 +31,6 @@ labels `suggested`, `seen`, `liked` (as ReDial's). `id` is optional (default: th
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import pathlib
@@ -39,6 +38,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from latentcrs_jax.data.errors import DataError
+from latentcrs_jax.data.readers import base as data_readers
 from latentcrs_jax.errors import UserInputError
 
 FORMATS = ("redial", "generic")
@@ -121,15 +122,14 @@ def read_movies_csv(path: str | pathlib.Path) -> dict[str, str]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise DialogueFormatError(f"{path}: no such movies file")
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"movieId", "movieName"} <= set(reader.fieldnames):
-            raise DialogueFormatError(f"{path}: expected a header with movieId,movieName")
+    try:  # The data readers' strict CSV: BOM, CRLF, quotes and encoding checked per line.
         return {
             str(row["movieId"]).strip(): clean_title(row["movieName"])
-            for row in reader
+            for _, row in data_readers.csv_rows(path, ("movieId", "movieName"))
             if row.get("movieId")
         }
+    except DataError as e:
+        raise DialogueFormatError(str(e)) from None
 
 
 def _labels(value: Any, where: str) -> Labels:
@@ -268,34 +268,35 @@ def _stream(
     skip_bad_lines: bool,
     stats: ReadStats,
 ) -> Iterator[Dialogue]:
-    with path.open(encoding="utf-8", errors="strict") as f:
-        line_no = 0
-        while True:
-            line_no += 1
-            source = f"{path}:{line_no}"
-            try:
-                line = f.readline()
-            except UnicodeDecodeError as e:
-                raise DialogueFormatError(f"{source}: not UTF-8 ({e.reason})") from e
-            if not line:
-                return
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if fmt == "redial":
-                    dialogue = parse_redial(record, source, titles)
-                else:
-                    dialogue = parse_generic(record, source)
-            except (ValueError, TypeError) as e:
-                if not skip_bad_lines:
-                    raise DialogueFormatError(
-                        f"{source}: not a {fmt} conversation: {e} "
-                        "(--skip_bad_lines skips such lines)"
-                    ) from e
-                stats.bad_lines += 1
-                if len(stats.errors) < 5:
-                    stats.errors.append(f"{source}: {e}")
-                continue
-            stats.dialogues += 1
-            yield dialogue
+    # Decoded line by line (a text-mode file decodes whole blocks, so a bad byte's error named
+    # the block's first line); a leading byte-order mark is dropped.
+    lines = data_readers.text_lines(path)
+    line_no = 0
+    while True:
+        line_no += 1
+        source = f"{path}:{line_no}"
+        try:
+            line = next(lines, "")
+        except DataError as e:
+            raise DialogueFormatError(str(e)) from None
+        if not line:
+            return
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if fmt == "redial":
+                dialogue = parse_redial(record, source, titles)
+            else:
+                dialogue = parse_generic(record, source)
+        except (ValueError, TypeError, RecursionError) as e:
+            if not skip_bad_lines:
+                raise DialogueFormatError(
+                    f"{source}: not a {fmt} conversation: {e} (--skip_bad_lines skips such lines)"
+                ) from e
+            stats.bad_lines += 1
+            if len(stats.errors) < 5:
+                stats.errors.append(f"{source}: {e}")
+            continue
+        stats.dialogues += 1
+        yield dialogue

@@ -20,7 +20,7 @@ from typing import Any
 from absl import logging
 
 from latentcrs_jax import fileio, stage_manifest
-from latentcrs_jax.conversation import multi_turn
+from latentcrs_jax.conversation import multi_turn, multi_turn_protocol
 from latentcrs_jax.conversation import validator as validator_lib
 from latentcrs_jax.conversation.features import FeatureVocab
 from latentcrs_jax.dialogues import evaluate as evaluate_lib
@@ -42,10 +42,10 @@ def _disk_cached(workdir: pathlib.Path):
 
     def wrap(embed):
         if not model_id or model_id.startswith("precomputed:"):
-            return multi_turn.EmbeddingMemo(embed)
+            return multi_turn_protocol.EmbeddingMemo(embed)
         cache = cache_lib.EmbeddingCache(encode_stage.stage_dir(workdir) / "cache", model_id)
         encoder = types.SimpleNamespace(encode=embed)
-        return multi_turn.EmbeddingMemo(
+        return multi_turn_protocol.EmbeddingMemo(
             lambda texts: cache_lib.encode_with_cache(encoder, cache, list(texts))
         )
 
@@ -132,11 +132,11 @@ def run(
     max_context_chars: int = protocol.MAX_CONTEXT_CHARS,
 ) -> tuple[str, dict[str, Any]]:
     """Evaluates a dialogue file; returns (Markdown, the JSON-ready result) and writes both."""
+    from latentcrs_jax import artifacts
     from latentcrs_jax.evaluation import recommenders
-    from latentcrs_jax.training import pretrain_stage
 
     workdir = pathlib.Path(workdir)
-    backbone = pretrain_stage.stage_dir(workdir)
+    backbone = artifacts.pretrain_dir(workdir)
     if not (backbone / "result.json").is_file():
         raise evaluate_lib.DialogueEvalError(
             f"{workdir} has no trained backbone ({backbone}/result.json): run the pipeline "

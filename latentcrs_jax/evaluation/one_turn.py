@@ -2,16 +2,19 @@
 
 Rows (all full ranking over every item, PAD never ranked, history masked unless
 `config.em.mask_history` is False, HIT/NDCG at 5/10/15/20 on the test split):
-  LatentCRS            the prior mixture S(u,x,y) after the three EM stages;
+  LatentCRS            the prior mixture S(u,x,y) after the three EM phases;
   posterior q(m|u)     the posterior head of the same run (behaviour only);
   backbone SASRec      h_u . e_y of the frozen pretrained backbone;
   popularity           training-interaction counts;
   text-only retrieval  cosine(utterance embedding, item-text embedding);
   joint fusion (no EM) the prior's architecture trained with the rec loss alone;
+  late fusion          z-scored backbone + text-only (+ log popularity) scores with weights
+                       fitted on the validation split (evaluation/late_fusion.py; not in the
+                       paper: the bar a fused model has to beat);
   no KL / no rec loss  ablations of the EM run;
   LatentCRS^V          a validator re-ranks the prior's top N (`one_turn_validated.py`: the
                        keyless stand-in per seed; the LLM validator, first seed, when set).
-Trained rows come from each stage's `final_metrics.json` (the best-valid state); the others
+Trained rows come from each EM phase's `final_metrics.json` (the best-valid state); the others
 are computed here. Output: `<workdir>/eval/one_turn.{json,md}`.
 """
 
@@ -21,16 +24,17 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from latentcrs_jax import fileio
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
-from latentcrs_jax.evaluation import one_turn_validated, ranking
+from latentcrs_jax.evaluation import late_fusion, one_turn_validated, ranking
 from latentcrs_jax.text import stage as encode_stage
 
 METRICS = tuple(f"{m}@{k}" for m in ("hit", "ndcg") for k in ranking.DEFAULT_KS)
 
-# Row label -> (plan, stage directory, head) of trained rows.
+# Row label -> (plan, phase directory, head) of trained rows.
 TRAINED_ROWS = {
     "LatentCRS (prior mixture)": ("latentcrs", "em", "prior"),
     "posterior q(m|u)": ("latentcrs", "em", "posterior"),
@@ -39,6 +43,9 @@ TRAINED_ROWS = {
     "ablation: no KL": ("no_kl", "no_kl_em", "prior"),
     "ablation: no aux rec loss": ("no_rec", "no_rec_em", "prior"),
 }
+
+
+LATE_FUSION_ROW = "late fusion (valid-fitted)"
 
 
 def popularity_scores(ds: dataset_lib.ProcessedDataset) -> np.ndarray:
@@ -90,7 +97,7 @@ def baseline_metrics(workdir: str | pathlib.Path, split: str, mask_history: bool
 
 
 def collect(workdir: str | pathlib.Path, seeds, plans, split: str = "test") -> dict:
-    """{row: {metric: [value per seed]}} from the trained stages' final metrics."""
+    """{row: {metric: [value per seed]}} from the trained phases' final metrics."""
     workdir = pathlib.Path(workdir)
     table: dict[str, dict[str, list[float]]] = {}
     for label, (plan, stage, head) in TRAINED_ROWS.items():
@@ -105,10 +112,16 @@ def collect(workdir: str | pathlib.Path, seeds, plans, split: str = "test") -> d
     return table
 
 
-def build_table(workdir, seeds, plans, mask_history: bool, split: str = "test") -> dict:
-    """{row: {metric: {"mean", "std", "values"}}}, trained rows and baselines together."""
+def build_table(
+    workdir, seeds, plans, mask_history: bool, split: str = "test", extra_rows=None
+) -> dict:
+    """{row: {metric: {"mean", "std", "values"}}}, trained rows and baselines together.
+
+    `extra_rows` ({row: {metric: value}}) are further single-valued rows (e.g. late fusion).
+    """
     raw = collect(workdir, seeds, plans, split)
-    for label, metrics in baseline_metrics(workdir, split, mask_history).items():
+    baselines = baseline_metrics(workdir, split, mask_history) | dict(extra_rows or {})
+    for label, metrics in baselines.items():
         raw[label] = {m: [metrics[m]] for m in METRICS}
     return {
         label: {
@@ -137,15 +150,26 @@ def to_markdown(table: dict, metrics=("hit@10", "ndcg@10", "hit@20", "ndcg@20"))
 def run(config, workdir: str | pathlib.Path) -> str:
     """Writes `<workdir>/eval/one_turn.{json,md}` and returns the Markdown table."""
     workdir = pathlib.Path(workdir)
+    extra, note = {}, ""
+    try:
+        weights = late_fusion.load_or_fit(config, workdir)
+        extra[LATE_FUSION_ROW] = late_fusion.metrics(config, workdir, "test")
+        note = f"\n\nLate fusion weights (fitted on valid NDCG@10): {late_fusion.describe(weights)}"
+    except FileNotFoundError as e:  # Precomputed utterance embeddings without item texts.
+        logging.info("one-turn: no late-fusion row (%s)", e)
     table = build_table(
-        workdir, tuple(config.em_seeds), tuple(config.em_plans), bool(config.em.mask_history)
+        workdir,
+        tuple(config.em_seeds),
+        tuple(config.em_plans),
+        bool(config.em.mask_history),
+        extra_rows=extra,
     )
     for label, row in one_turn_validated.rows(config, workdir).items():
         table[label] = {
             m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v}
             for m, v in row.items()
         }
-    md = to_markdown(table)
+    md = to_markdown(table) + note
     fileio.write_json(workdir / "eval" / "one_turn.json", table)
     header = f"One-turn test results ({len(config.em_seeds)} seed(s), full ranking)\n\n"
     fileio.write_text(workdir / "eval" / "one_turn.md", header + md + "\n")

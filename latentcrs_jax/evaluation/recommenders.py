@@ -9,7 +9,9 @@ Systems (each present when its stage or input exists), the rows of the one-turn 
 "latentcrs" (the EM prior's mixture), "posterior" (q(m|u) of the same EM stage, text ignored),
 "backbone" (SASRec h_u . e_y, text ignored), "fusion" (the no-EM fusion prior), "no_kl" and
 "no_rec" (the ablations' EM priors), "text" (cosine of text and item-text embeddings),
-"popularity" (training-interaction counts, history and text ignored).
+"popularity" (training-interaction counts, history and text ignored), "late_fusion"
+(z-scored backbone + text + log popularity, weights fitted on the validation split:
+evaluation/late_fusion.py).
 """
 
 import dataclasses
@@ -19,13 +21,15 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
+from latentcrs_jax import artifacts
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
-from latentcrs_jax.evaluation import one_turn
+from latentcrs_jax.evaluation import late_fusion, one_turn
 from latentcrs_jax.text import encode
 from latentcrs_jax.text import stage as encode_stage
-from latentcrs_jax.training import em, em_data, em_stage, pretrain
+from latentcrs_jax.training import em, em_data
 
 
 @dataclasses.dataclass
@@ -39,13 +43,14 @@ class Recommender:
 
 @dataclasses.dataclass
 class Context:
-    """What the systems share: the dataset, the encoder and the frozen backbone."""
+    """What the systems share: the dataset, the encoder, the frozen backbone and its intents."""
 
     dataset: dataset_lib.ProcessedDataset
     embed: Callable[[Sequence[str]], np.ndarray]
     user_states: Callable[[np.ndarray], np.ndarray]
     item_emb: np.ndarray
     item_text_emb: np.ndarray | None
+    intents: np.ndarray | None = None  # float32[K, D], the backbone's intent vectors
 
 
 def load_context(config, workdir: str | pathlib.Path, wrap_embed=None) -> Context:
@@ -60,7 +65,7 @@ def load_context(config, workdir: str | pathlib.Path, wrap_embed=None) -> Contex
     ds = dataset_lib.load(prepare_lib.data_dir(workdir), config.data)
     settings = encode.TextSettings.from_config(config.text)
     encoder = encode.TextEncoder.from_settings(settings)
-    model_cfg, params, _ = pretrain.load_backbone(workdir / "pretrain")
+    model_cfg, params, intents = artifacts.load_backbone(artifacts.pretrain_dir(workdir))
     faithful = bool(config.em.faithful_backbone)
 
     def user_states(history: np.ndarray) -> np.ndarray:
@@ -76,17 +81,24 @@ def load_context(config, workdir: str | pathlib.Path, wrap_embed=None) -> Contex
         user_states=user_states,
         item_emb=np.asarray(params["params"]["item_embed"]["embedding"]),
         item_text_emb=item_text,
+        intents=intents,
     )
 
 
 def _prior_system(name: str, ctx: Context, cfg: em.EMConfig, params, intents) -> Recommender:
     prior = em.latentcrs.Prior(jnp.asarray(intents), cfg.prior_config)
     emb = jnp.asarray(ctx.item_emb)
+    if cfg.prior_config.text_item and ctx.item_text_emb is None:
+        raise FileNotFoundError(f"{name}: text_item_weight needs the item-text embeddings")
+    item_text = jnp.asarray(ctx.item_text_emb) if cfg.prior_config.text_item else None
 
     @jax.jit
     def forward(p, h, x):
         dist, user = prior.apply(p, h, x, deterministic=True)
-        return dist, user @ emb.T
+        scores = user @ emb.T
+        if item_text is not None:  # the item-text channel (EMConfig.text_item_weight)
+            scores = scores + prior.apply(p, x, item_text, method="text_item_scores")
+        return dist, scores
 
     def score(history, texts):
         return np.asarray(forward(params, ctx.user_states(history), ctx.embed(list(texts)))[1])
@@ -138,22 +150,33 @@ def load_systems(
     ctx = load_context(config, workdir, wrap_embed)
     seed = config.em_seeds[0] if seed is None else seed
     cfg = em.EMConfig.from_config(config.em)
-    _, _, intents = pretrain.load_backbone(workdir / "pretrain")
     emb = ctx.item_emb
     systems = {
         "backbone": Recommender("backbone", lambda history, texts: ctx.user_states(history) @ emb.T)
     }
-    for name, stage in PRIOR_STAGES.items():
-        path = em_stage.stage_dir(workdir) / f"seed{seed}" / stage / "best_params.msgpack"
+    for name, phase in PRIOR_STAGES.items():
+        path = artifacts.em_phase_dir(workdir, seed, phase) / artifacts.BEST_PARAMS
         if path.is_file():
-            params = em_stage.load_params(path)
-            systems[name] = _prior_system(name, ctx, cfg, params["prior"], intents)
+            params = artifacts.load_params(path)
+            systems[name] = _prior_system(name, ctx, cfg, params["prior"], ctx.intents)
             if name == "latentcrs":
-                systems["posterior"] = _posterior_system(ctx, params["posterior"], intents)
+                systems["posterior"] = _posterior_system(ctx, params["posterior"], ctx.intents)
     if ctx.item_text_emb is not None:
         items = ctx.item_text_emb
         systems["text"] = Recommender(
             "text", lambda history, texts: ctx.embed(list(texts)) @ items.T
         )
+        try:
+            weights = late_fusion.load_or_fit(config, workdir)
+        except FileNotFoundError as e:  # No utterance embeddings to fit on.
+            logging.warning("no late_fusion system: %s", e)
+        else:
+            log_pop = late_fusion.log_popularity(one_turn.popularity_scores(ctx.dataset))
+            systems["late_fusion"] = Recommender(
+                "late_fusion",
+                late_fusion.recommender_score(
+                    ctx.user_states, ctx.embed, emb, items, log_pop, weights
+                ),
+            )
     systems["popularity"] = _popularity_system(ctx)
     return systems, ctx

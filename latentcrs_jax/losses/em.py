@@ -1,4 +1,4 @@
-"""E-step and M-step losses of LatentCRS (method.md 3.3), as pure functions.
+"""E-step and M-step losses of LatentCRS (docs/method.md 3.3), as pure functions.
 
 Notation per sample b: q_b = q(.|u_b) in the simplex over K intents; p_b = p(.|u_b, x_b);
 candidates Y_b = [y+, y-_1..y-_n] (column 0 is the positive); s(m, y) the item-given-intent
@@ -21,6 +21,11 @@ def kl_divergence(q: jax.Array, p: jax.Array, eps: float = EPS) -> jax.Array:
     return jnp.mean(jnp.sum(q * (jnp.log(q + eps) - jnp.log(p + eps)), axis=-1))
 
 
+def entropy(p: jax.Array, eps: float = EPS) -> jax.Array:
+    """Mean over b of H(p_b) = -sum_m p log(p + eps): p float32[B, K] on the simplex."""
+    return jnp.mean(-jnp.sum(p * jnp.log(p + eps), axis=-1))
+
+
 def e_step_target(
     prior: jax.Array,
     positive_scores: jax.Array,
@@ -36,7 +41,7 @@ def e_step_target(
       log_normaliser: log sum_y exp s(m, y) over all items, float32[K]; needed when `bayes`.
       bayes: True: p~ proportional to p(y+|m) p(m|u,x) with p(y|m) = softmax_y s(m, y), i.e.
         softmax_m(s(m, y+) - log Z_m + log p(m|u,x)). False: the authors'
-        softmax_m(s(m, y+) * p(m|u,x)) (method.md 7.5).
+        softmax_m(s(m, y+) * p(m|u,x)) (docs/method.md 7.5).
 
     Returns:
       float32[B, K], rows on the simplex.
@@ -71,7 +76,7 @@ def intent_infonce(
       q: q(m|u), float32[B, K] (a constant in the M-step).
       candidate_scores: s(m, y) for y in Y_b, float32[B, K, 1 + n].
       temperature: divides the logits (corrected mode).
-      faithful: the authors' form (method.md 7.6): CE_m over logits p_b(m) * s(m, y), then the
+      faithful: the authors' form (docs/method.md 7.6): CE_m over logits p_b(m) * s(m, y), then the
         mean over b and m of q_b(m) CE_m (a 1/K factor). Otherwise CE_m over s(m, y) / T and
         the q-weighted sum over m, averaged over b: E_q[-log p(y+ | m, Y_b)].
 
@@ -119,8 +124,10 @@ def m_step_loss(
     rec_weight: float,
     temperature: float = 1.0,
     faithful_nce: bool = False,
+    entropy_weight: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """L_M = kl_weight * KL(q || p) + nce_weight * L_NCE + rec_weight * CE(S(u, x, Y_b) / T).
+    """L_M = kl_weight * KL(q || p) + nce_weight * L_NCE + rec_weight * CE(S(u, x, Y_b) / T)
+    + entropy_weight * H(p) (a positive weight sharpens p; 0 is the paper).
 
     Args:
       q: posterior, float32[B, K] (constant in the M-step).
@@ -139,5 +146,8 @@ def m_step_loss(
     rec = sampled_softmax_ce(mixture_logits, temperature)
     terms["rec"] = rec
     total = total + rec_weight * rec
+    if entropy_weight:
+        terms["entropy"] = entropy(prior)
+        total = total + entropy_weight * terms["entropy"]
     terms["loss"] = total
     return total, terms

@@ -1,4 +1,4 @@
-"""The LatentCRS networks (method.md 3.2): posterior q(m|u) and prior p(m|u,x), p(y|m).
+"""The LatentCRS networks (docs/method.md 3.2): posterior q(m|u) and prior p(m|u,x), p(y|m).
 
 Shapes: d = backbone hidden size (= intent dim), K intents, N items, D_x = text dim.
 Both networks take the frozen backbone's user state h_u [B, d] (computed outside, see
@@ -12,6 +12,15 @@ Prior:     t = Linear(D_x -> 1024, no bias) -> Dropout -> LayerNorm -> ReLU -> L
            p(m|u,x) = softmax_m(h_mux . c_m); s(m, y) = (W_I c_m + b_I) . e_y;
            S(u, x, y) = sum_m p_m s(m, y) = (W_I (p @ C) + b_I) . e_y.
 
+Extensions beyond the paper (issue 18; every switch off by default, off = the paper's prior):
+  sharper mixtures   p(m|u,x) = softmax_m(top_k(h_mux . c_m) / tau): `temperature` tau,
+                     `top_k` keeps the k largest logits (the others get probability 0);
+  residual channel   S(u, x, y) += beta h_u . e_y (`residual_weight` beta, fixed): the user
+                     vector becomes W_I (p @ C) + b_I + beta h_u;
+  item-text channel  S(u, x, y) += gamma cos(x, t_y) with t_y the item's text embedding and
+                     gamma = `text_item_init` * exp(a) with a learned from 0 (`text_item`), so
+                     text can point at item attributes and not only at intents.
+
 `backbone_user_state` is the frozen SASRec's h_u (`SASRec.user_state`, the last block evaluated at
 the last position only), what `faithful_backbone` EM steps rerun every step.
 """
@@ -22,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from latentcrs_jax.models import sasrec
+from latentcrs_jax.models import sasrec, sasrec_layers
 from latentcrs_jax.models.torch_init import TorchDense
 
 
@@ -34,6 +43,11 @@ class PriorConfig:
     text_dropout: float = 0.5  # Dropout inside the text projection (authors: 0.5).
     mlp_hidden: tuple[int, ...] = (128, 64)  # Hidden widths of the fusion MLP.
     mlp_layer_norm: bool = True  # Authors' bug: their LayerNorm is never applied (7.4).
+    temperature: float = 1.0  # tau of p(m|u,x) (1: the paper).
+    top_k: int = 0  # Keep the k largest intent logits (0: all, the paper).
+    residual_weight: float = 0.0  # beta of the residual behaviour term (0: the paper).
+    text_item: bool = False  # The learned item-text term gamma cos(x, t_y) (off: the paper).
+    text_item_init: float = 1.0  # Initial gamma.
 
 
 def _init_from(values: jax.Array):
@@ -49,7 +63,7 @@ class PackedDropout(nn.Module):
     """Inverted dropout from packed random bits where that is exact.
 
     For a rate that is a multiple of 1/256 (0.5 included) the keep mask is
-    `sasrec.dropout_keep_mask` (Bernoulli(1 - rate) exactly, several draws per random uint32
+    `sasrec_layers.dropout_keep_mask` (Bernoulli(1 - rate) exactly, several draws per random uint32
     instead of `nn.Dropout`'s one uint32 per element: random-bit generation is the dominant
     cost of the text projection's dropout on CPU); any other rate falls back to `nn.Dropout`,
     so the rate is never quantised.
@@ -64,7 +78,7 @@ class PackedDropout(nn.Module):
             return x
         if self.rate >= 1.0 or self.rate * 256 != round(self.rate * 256):
             return nn.Dropout(self.rate)(x, deterministic=False)
-        keep = sasrec.dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
+        keep = sasrec_layers.dropout_keep_mask(self.make_rng("dropout"), x.shape, self.rate)
         return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
 
@@ -116,6 +130,10 @@ class Prior(nn.Module):
             nn.LayerNorm(epsilon=1e-5, name=f"mlp_norm_{j}") for j in range(len(widths))
         ]
         self.item_intent = TorchDense(d, name="item_intent")  # W_I, b_I (`linear_intent`)
+        if cfg.text_item:  # gamma = text_item_init * exp(a), a learned from 0 (moves by factors)
+            self.text_item_log_scale = self.param(
+                "text_item_log_scale", lambda key: jnp.zeros((), jnp.float32)
+            )
 
     def text_projection(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
         """x float32[B, D_x] -> t float32[B, d]."""
@@ -132,7 +150,15 @@ class Prior(nn.Module):
             if self.config.mlp_layer_norm:
                 z = norm(z)
             z = nn.relu(z)
-        return jax.nn.softmax(z @ self.intents.T, axis=-1)
+        return sharpened_softmax(z @ self.intents.T, self.config.temperature, self.config.top_k)
+
+    def text_item_scores(self, x: jax.Array, item_text: jax.Array) -> jax.Array:
+        """gamma x . t_y: x float32[B, D_x]; item_text float32[M, D_x] (shared) or
+        float32[B, M, D_x] (per row) -> float32[B, M]. Needs `config.text_item`."""
+        gamma = self.config.text_item_init * jnp.exp(self.text_item_log_scale)
+        if item_text.ndim == 2:
+            return gamma * (x @ item_text.T)
+        return gamma * jnp.einsum("bx,bmx->bm", x, item_text)
 
     def intent_item_vectors(self) -> jax.Array:
         """W_I c_m + b_I for every intent: float32[K, d]."""
@@ -143,9 +169,22 @@ class Prior(nn.Module):
         return self.item_intent(p @ self.intents)
 
     def __call__(self, h, x, *, deterministic: bool):
-        """Returns (p [B, K], the mixture user vector [B, d])."""
+        """Returns (p [B, K], the user vector [B, d]: the mixture (+ beta h_u))."""
         p = self.distribution(h, x, deterministic=deterministic)
-        return p, self.mixture_vector(p)
+        user = self.mixture_vector(p)
+        if self.config.residual_weight:
+            user = user + self.config.residual_weight * h
+        return p, user
+
+
+def sharpened_softmax(logits: jax.Array, temperature: float = 1.0, top_k: int = 0) -> jax.Array:
+    """softmax(logits / temperature) over the `top_k` largest logits of each row (all when 0;
+    ties with the k-th value are kept): float32[B, K] -> float32[B, K]."""
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits >= kth, logits, -jnp.inf)
+    return jax.nn.softmax(logits, axis=-1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Small file helpers of the text stage: line-per-text files and atomic writes.
+"""Small file helpers of the text stage: line-per-text files and atomic binary writes.
 
 Atomic writes go to a temporary sibling that is fsync'ed and then renamed onto the target with
 `os.replace` (atomic on POSIX), so an interrupted run leaves either the old file or the new one,
@@ -10,8 +10,6 @@ import os
 import pathlib
 from collections.abc import Iterator
 from typing import BinaryIO
-
-import numpy as np
 
 from latentcrs_jax import fileio
 from latentcrs_jax.text.errors import TextFileNotFoundError, TextInputError
@@ -28,12 +26,6 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
         yield f
         f.flush()
         os.fsync(f.fileno())
-
-
-def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Writes one array as `.npy` atomically (no pickle)."""
-    with atomic_open(path) as f:
-        np.save(f, np.asarray(array), allow_pickle=False)
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

@@ -13,12 +13,12 @@ import pathlib
 import numpy as np
 from absl import logging
 
-from latentcrs_jax import stage_manifest
+from latentcrs_jax import fileio, stage_manifest
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
 from latentcrs_jax.simulator import stage as simulate_stage
 from latentcrs_jax.text import cache as cache_lib
-from latentcrs_jax.text import encode, files
+from latentcrs_jax.text import encode
 from latentcrs_jax.text.errors import TextInputError
 
 
@@ -77,13 +77,13 @@ def run(config, workdir: str | pathlib.Path) -> str:
         texts = simulate_stage.load_texts(workdir, split)
         keys = [ds.sample_key(split, i) for i in range(len(texts))]
         emb = embed(texts, keys)
-        files.save_npy_atomic(out / f"{split}.npy", emb.astype(np.float32))
+        fileio.write_npy(out / f"{split}.npy", emb.astype(np.float32))
         shapes[split] = list(emb.shape)
     item_texts = [it["text"] for it in ds.items[1:]]
     try:
         item_emb = embed(item_texts, [f"item:{it['raw_id']}" for it in ds.items[1:]])
         item_emb = np.concatenate([np.zeros((1, item_emb.shape[1]), np.float32), item_emb])
-        files.save_npy_atomic(out / "items.npy", item_emb.astype(np.float32))
+        fileio.write_npy(out / "items.npy", item_emb.astype(np.float32))
         shapes["items"] = list(item_emb.shape)
     except TextInputError as e:
         if not settings.precomputed_npy:

@@ -1,18 +1,28 @@
-"""The three EM stages of LatentCRS as `loop.Task`s (method.md 3.3-3.5).
+"""The three EM phases of LatentCRS as `loop.Task`s (docs/method.md 3.3-3.5).
 
-Stages (`EMStage`): "posterior" trains q alone as a recommender (E phase, rank loss only);
-"prior" trains the prior with q fixed (M phase); "em" alternates an E pass and an M pass every
-epoch. Baselines and ablations are the same tasks with other weights (see `STAGE_PLANS`).
+Vocabulary: a pipeline *stage* (here the train stage, `em_stage.py`) runs EM *phases*; a phase
+is one training run whose epochs are made of *passes*, an E pass (train q) and/or an M pass
+(train the prior).
+
+Phases (`EMPhase`): "posterior" trains q alone as a recommender (E pass, rank loss only);
+"prior" trains the prior with q fixed (M pass); "em" alternates an E pass and an M pass every
+epoch. Baselines and ablations are the same tasks with other weights (see `PHASE_PLANS`).
 
 State: params {"posterior", "prior"}; one Adam per network (opt_state {"posterior", "prior"}),
-updated only in its own phase, as the authors' single torch Adam skips parameters without a
+updated only in its own pass, as the authors' single torch Adam skips parameters without a
 gradient. Frozen inputs live in `extras`: the item table E [N+1, d] and, in
 `faithful_backbone` mode, the backbone's variables.
 
 The E-step's Bayes target needs log Z_m = logsumexp_y s(m, y) over all items, which depends
 only on the prior, frozen during the E pass: it is computed once per epoch (`on_epoch_start`,
 before the E pass) into `extras["log_z"]` instead of once per step, whenever the E pass comes
-before the epoch's M pass (as in every stage plan).
+before the epoch's M pass (as in every phase plan).
+
+Switches beyond the paper (issue 18; all off by default, `EM_NEUTRAL` holds their off values):
+`prior_temperature` / `prior_top_k` sharpen p(m|u,x), `m_entropy_weight` adds the prior's
+entropy to the M-step loss, `residual_weight` adds beta h_u . e_y and `text_item_weight` a
+learned gamma cos(x, t_y) (initialised at the weight; needs the item-text embeddings) to the
+prior's score S(u, x, y), in training and evaluation (models/latentcrs.py).
 """
 
 import dataclasses
@@ -62,6 +72,11 @@ class EMConfig:
     faithful_duplicates: bool = False
     faithful_same_y_m: bool = False
     faithful_lr: bool = False
+    prior_temperature: float = 1.0
+    prior_top_k: int = 0
+    m_entropy_weight: float = 0.0
+    residual_weight: float = 0.0
+    text_item_weight: float = 0.0
 
     @classmethod
     def from_config(cls, section) -> "EMConfig":
@@ -73,51 +88,67 @@ class EMConfig:
             text_hidden=self.text_hidden,
             text_dropout=self.text_dropout,
             mlp_layer_norm=not self.faithful_layer_norm,
+            temperature=self.prior_temperature,
+            top_k=self.prior_top_k,
+            residual_weight=self.residual_weight,
+            text_item=bool(self.text_item_weight),
+            text_item_init=self.text_item_weight or 1.0,
         )
 
 
+# Fields added after the first release, at the value that trains as before they existed (left
+# out of stage fingerprints at that value, so finished workdirs stay complete).
+EM_NEUTRAL = {
+    "prior_temperature": 1.0,
+    "prior_top_k": 0,
+    "m_entropy_weight": 0.0,
+    "residual_weight": 0.0,
+    "text_item_weight": 0.0,
+}
+
+
 @dataclasses.dataclass(frozen=True)
-class EMStage:
-    """One training run: which phases each epoch, which head stops it, which weights.
+class EMPhase:
+    """One training run: which passes each epoch, which head stops it, which weights.
 
     Attributes:
-      name: directory name under `<workdir>/em/<variant>/`.
-      phases: phases of one epoch, in order ("E": train q; "M": train the prior).
+      name: directory name under `<workdir>/em/seed<k>/`.
+      passes: passes of one epoch, in order ("E": train q; "M": train the prior).
       stop_head: the head whose valid NDCG@10 drives early stopping.
-      init_from: stage whose best params initialise this one ("" = fresh networks).
-      overrides: EMConfig fields replaced for this stage.
+      init_from: phase whose best params initialise this one ("" = fresh networks).
+      overrides: EMConfig fields replaced for this phase.
     """
 
     name: str
-    phases: tuple[str, ...]
+    passes: tuple[str, ...]
     stop_head: str
     init_from: str = ""
     overrides: tuple[tuple[str, Any], ...] = ()
 
 
-def main_plan() -> tuple[EMStage, ...]:
-    """The authors' three stages (method.md 3.5)."""
+def main_plan() -> tuple[EMPhase, ...]:
+    """The authors' three phases (docs/method.md 3.5)."""
     return (
-        EMStage("posterior", ("E",), "posterior", overrides=(("e_kl_weight", 0.0),)),
-        EMStage("prior", ("M",), "prior", init_from="posterior"),
-        EMStage("em", ("E", "M"), "prior", init_from="prior"),
+        EMPhase("posterior", ("E",), "posterior", overrides=(("e_kl_weight", 0.0),)),
+        EMPhase("prior", ("M",), "prior", init_from="posterior"),
+        EMPhase("em", ("E", "M"), "prior", init_from="prior"),
     )
 
 
-def _ablation(prefix: str, **weights) -> tuple[EMStage, ...]:
+def _ablation(prefix: str, **weights) -> tuple[EMPhase, ...]:
     o = tuple(weights.items())
     return (
-        EMStage(f"{prefix}_prior", ("M",), "prior", init_from="posterior", overrides=o),
-        EMStage(f"{prefix}_em", ("E", "M"), "prior", init_from=f"{prefix}_prior", overrides=o),
+        EMPhase(f"{prefix}_prior", ("M",), "prior", init_from="posterior", overrides=o),
+        EMPhase(f"{prefix}_em", ("E", "M"), "prior", init_from=f"{prefix}_prior", overrides=o),
     )
 
 
-# Variant name -> stages run after (and sharing) the main plan's posterior stage.
-STAGE_PLANS: dict[str, tuple[EMStage, ...]] = {
+# Variant name -> phases run after (and sharing) the main plan's posterior phase.
+PHASE_PLANS: dict[str, tuple[EMPhase, ...]] = {
     "latentcrs": main_plan(),
     # The prior's architecture trained with the rec loss alone: no q, no KL, no EM.
     "fusion": (
-        EMStage(
+        EMPhase(
             "fusion",
             ("M",),
             "prior",
@@ -143,42 +174,48 @@ def _per_network_adam(learning_rate) -> optax.GradientTransformation:
 
 
 class EMTask:
-    """One EM stage as a `loop.Task` with phases."""
+    """One EM phase as a `loop.Task` with passes."""
 
     def __init__(
         self,
         cfg: EMConfig,
-        stage: EMStage,
+        phase: EMPhase,
         splits: dict[str, em_data.SplitArrays],
         item_emb: np.ndarray,
         intents: np.ndarray,
         backbone: tuple[sasrec.SASRecConfig, Any] | None,
         mesh,
         init_params: dict | None = None,
+        item_text: np.ndarray | None = None,
     ):
         """Builds the task.
 
         Args:
-          cfg: EM settings (the stage's overrides are applied here).
-          stage: the stage.
+          cfg: EM settings (the phase's overrides are applied here).
+          phase: the phase.
           splits: "train", "valid", "test" arrays.
           item_emb: float32[N+1, d] frozen item table.
           intents: float32[K, d] L2-normalised centroids (initial intent matrices).
           backbone: (config, variables) of the frozen SASRec (for `faithful_backbone`).
           mesh: the data mesh.
-          init_params: params of the stage named by `stage.init_from`, or None.
+          init_params: params of the phase named by `phase.init_from`, or None.
+          item_text: float32[N+1, D_x] item-text embeddings (needed by `text_item_weight`).
         """
-        cfg = dataclasses.replace(cfg, **dict(stage.overrides))
-        self.cfg, self.stage, self.splits, self.mesh = cfg, stage, splits, mesh
-        self.phases = stage.phases
+        cfg = dataclasses.replace(cfg, **dict(phase.overrides))
+        self.cfg, self.phase, self.splits, self.mesh = cfg, phase, splits, mesh
+        self.passes = phase.passes
         self.item_emb = np.asarray(item_emb, np.float32)
         self.posterior = latentcrs.Posterior(jnp.asarray(intents))
         self.prior = latentcrs.Prior(jnp.asarray(intents), cfg.prior_config)
         self.backbone_cfg, self.backbone_params = backbone if backbone else (None, None)
         if cfg.faithful_backbone and backbone is None:
             raise ValueError("faithful_backbone needs the backbone variables")
+        self.text_item = cfg.prior_config.text_item
+        if self.text_item and item_text is None:
+            raise ValueError("text_item_weight needs the item-text embeddings")
+        self.item_text = np.asarray(item_text, np.float32) if self.text_item else None
         self.init_params = init_params
-        self.tie_item_intent = not cfg.faithful_same_y_m and stage.init_from != ""
+        self.tie_item_intent = not cfg.faithful_same_y_m and phase.init_from != ""
         sharding.check_batch_size(cfg.batch_size, mesh)
         sharding.check_batch_size(cfg.eval_batch_size, mesh)
         repeats = 6 if cfg.faithful_duplicates else 1  # the authors' 6x train file (7.1)
@@ -195,9 +232,9 @@ class EMTask:
             )
         self.tx, self._adam = _per_network_adam(schedule)
         # log Z of the E-step target, cached per epoch when the E pass precedes any M pass.
-        phases = stage.phases
-        needs_log_z = bool(cfg.e_kl_weight) and not cfg.faithful_e_target and "E" in phases
-        e_first = needs_log_z and ("M" not in phases or phases.index("E") < phases.index("M"))
+        passes = phase.passes
+        needs_log_z = bool(cfg.e_kl_weight) and not cfg.faithful_e_target and "E" in passes
+        e_first = needs_log_z and ("M" not in passes or passes.index("E") < passes.index("M"))
         self._cache_log_z = e_first
         self._log_z_fn = jax.jit(self._log_normaliser, out_shardings=sharding.replicated(mesh))
         # Keys of a train batch: what the steps read (+ "valid" for the Trainer).
@@ -221,35 +258,41 @@ class EMTask:
             for name in ("posterior", "prior"):
                 if self.init_params.get(name) is not None and self._inherits(name):
                     params[name] = jax.tree.map(jnp.asarray, self.init_params[name])
-        if self.tie_item_intent and self.stage.init_from == "posterior":
+        if self.tie_item_intent and self.phase.init_from == "posterior":
             # same_y_m: p(y|m) uses the posterior's value projection, frozen in the M-step.
             value = params["posterior"]["params"]["value"]
             params["prior"]["params"]["item_intent"] = jax.tree.map(jnp.asarray, value)
         extras = {"item_emb": jnp.asarray(self.item_emb)}
+        if self.text_item:
+            extras["item_text"] = jnp.asarray(self.item_text)
         if self.cfg.faithful_backbone:
             extras["backbone"] = jax.tree.map(jnp.asarray, self.backbone_params)
         if self._cache_log_z:
-            extras["log_z"] = self._log_normaliser(params["prior"], extras["item_emb"])
+            # Inherited params and the item table are constants of the jitted create_state: the
+            # barrier keeps XLA from constant-folding the [K, N] product at compile time (> 3 s
+            # on ML-1M); the value is the same.
+            prior, emb = jax.lax.optimization_barrier((params["prior"], extras["item_emb"]))
+            extras["log_z"] = self._log_normaliser(prior, emb)
         return loop.TrainState.create(params, self.tx, step_rng, extras)
 
     def _inherits(self, name: str) -> bool:
-        # Stages after "posterior" inherit the posterior; "em" stages also inherit the prior.
-        return name == "posterior" or "E" in self.phases
+        # Phases after "posterior" inherit the posterior; "em" phases also inherit the prior.
+        return name == "posterior" or "E" in self.passes
 
     # -- host data ----------------------------------------------------------------------------
 
     def num_train_batches(self) -> int:
-        return self._steps_per_pass * len(self.phases)
+        return self._steps_per_pass * len(self.passes)
 
     def train_batches(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         train, bs = self.splits["train"], self.cfg.batch_size
-        for p, phase in enumerate(self.phases):
+        for p, em_pass in enumerate(self.passes):
             order = em_data.epoch_order(len(self._train_rows), bs, self.cfg.seed, epoch, p)
             rows = self._train_rows[order]
             for start in range(0, len(rows), bs):
                 batch = train.rows(rows[start : start + bs], self._batch_keys)
                 batch["valid"] = np.ones(bs, bool)
-                batch["phase"] = phase
+                batch["pass"] = em_pass
                 yield batch
 
     def eval_batches(self, split: str):
@@ -283,13 +326,17 @@ class EMTask:
         vecs = self.prior.apply(prior_params, method="intent_item_vectors")  # [K, d]
         return jax.nn.logsumexp(vecs @ emb[1:].T, axis=-1)
 
-    def _rank_logits(self, user, cand, emb, target) -> jax.Array:
+    def _rank_logits(self, user, cand, emb, target, extra=None) -> jax.Array:
         """Logits whose column 0 is the target: over the sampled candidates, float32[B, C], or
         (`full_softmax`) over every real item, float32[B, N+1] (PAD and the target's own column
-        set to -inf, the target moved to column 0)."""
+        set to -inf, the target moved to column 0). `extra` is added to the scores first
+        (float32[B, C] or, with `full_softmax`, float32[B, N+1])."""
         if not self.cfg.full_softmax:
-            return jnp.einsum("bd,bcd->bc", user, cand)
+            logits = jnp.einsum("bd,bcd->bc", user, cand)
+            return logits if extra is None else logits + extra
         scores = user @ emb.T  # [B, N+1]
+        if extra is not None:
+            scores = scores + extra
         positive = jnp.take_along_axis(scores, target[:, None], axis=1)
         ids = jnp.arange(scores.shape[1])[None, :]
         scores = jnp.where((ids == 0) | (ids == target[:, None]), -jnp.inf, scores)
@@ -303,9 +350,9 @@ class EMTask:
 
     # -- steps --------------------------------------------------------------------------------
 
-    def train_step(self, state, batch, phase: str):
-        """One E or M step (jitted once per phase by the Trainer)."""
-        if phase == "E":
+    def train_step(self, state, batch, em_pass: str):
+        """One E or M step (jitted once per pass by the Trainer)."""
+        if em_pass == "E":
             return self._e_step(state, batch)
         return self._m_step(state, batch)
 
@@ -364,7 +411,13 @@ class EMTask:
             p, user = self.prior.apply(
                 prior_params, h, batch["x"], deterministic=False, rngs={"dropout": k_dropout}
             )
-            mix_logits = self._rank_logits(user, cand, emb, batch["target"])
+            extra = None
+            if self.text_item:  # gamma cos(x, t_y) on the candidates (or every item)
+                text = state.extras["item_text"]
+                if not cfg.full_softmax:
+                    text = jnp.take(text, batch["candidates"], axis=0)  # [B, C, D_x]
+                extra = self.prior.apply(prior_params, batch["x"], text, method="text_item_scores")
+            mix_logits = self._rank_logits(user, cand, emb, batch["target"], extra)
             s_cand = None
             if cfg.m_nce_weight:
                 vecs = self.prior.apply(prior_params, method="intent_item_vectors")
@@ -379,6 +432,7 @@ class EMTask:
                 rec_weight=cfg.m_rec_weight,
                 temperature=cfg.temperature,
                 faithful_nce=cfg.faithful_nce,
+                entropy_weight=cfg.m_entropy_weight,
             )
 
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params["prior"])
@@ -402,8 +456,16 @@ class EMTask:
         emb = state.extras["item_emb"]
         out = {}
         for head, vec in self.head_vectors(state.params, batch).items():
+            scores = vec @ emb.T
+            if head == "prior" and self.text_item:
+                scores = scores + self.prior.apply(
+                    state.params["prior"],
+                    batch["x"],
+                    state.extras["item_text"],
+                    method="text_item_scores",
+                )
             sums = ranking.full_ranking_metrics(
-                vec @ emb.T,
+                scores,
                 batch["target"],
                 batch["history"],
                 batch["valid"],

@@ -1,33 +1,32 @@
-"""The train stage: the EM stages (and baselines, ablations) for every seed of the config.
+"""The train stage: the EM phases (and baselines, ablations) for every seed of the config.
 
 Reads `<workdir>/data`, `<workdir>/embeddings` and `<workdir>/pretrain`, computes the frozen
-user states once, then runs each plan of `config.em_plans` for each seed of `config.em_seeds`
-into `<workdir>/em/seed<k>/<stage>/` (checkpoints, metrics.jsonl, final_metrics.json,
-best_params.msgpack). A finished stage (manifest) is skipped; an interrupted one resumes from
-its checkpoints. Stages of one seed share the "posterior" stage.
+user states once (saving the test split's, `artifacts.save_user_states`), then runs each
+plan of `config.em_plans` for each seed of `config.em_seeds` into
+`<workdir>/em/seed<k>/<phase>/` (checkpoints, metrics.jsonl, final_metrics.json,
+best_params.msgpack). A finished phase (manifest) is skipped; an interrupted one resumes from
+its checkpoints. The plans of one seed share the "posterior" phase.
 """
 
 import dataclasses
 import functools
 import json
 import pathlib
-import shutil
 import time
 
-import flax.serialization
 import jax
 import numpy as np
 from absl import logging
 
-from latentcrs_jax import fileio, stage_manifest
+from latentcrs_jax import artifacts, stage_manifest
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
 from latentcrs_jax.text import stage as encode_stage
-from latentcrs_jax.training import distributed, em, em_data, loop, pretrain, sharding
+from latentcrs_jax.training import distributed, em, em_data, loop, sharding
 
 
 def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(workdir) / "em"
+    return artifacts.em_dir(workdir)
 
 
 @dataclasses.dataclass
@@ -39,6 +38,7 @@ class EMInputs:
     intents: np.ndarray
     backbone: tuple
     upstream: str
+    item_text: np.ndarray | None = None  # float32[N+1, D_x], when the encode stage has it
 
     def get(self) -> "EMInputs":
         """Itself (the interface of `LazyEMInputs`)."""
@@ -52,7 +52,7 @@ def load_inputs(
     splits named in `splits` (all when None)."""
     workdir = pathlib.Path(workdir)
     ds = dataset_lib.load(prepare_lib.data_dir(workdir), config.data)
-    model_cfg, params, intents = pretrain.load_backbone(workdir / "pretrain")
+    model_cfg, params, intents = artifacts.load_backbone(artifacts.pretrain_dir(workdir))
     t0 = time.perf_counter()
     arrays = {}
     for name, s in ds.splits.items():
@@ -70,21 +70,34 @@ def load_inputs(
             user=s.user,
         )
     logging.info("frozen user states in %.1fs", time.perf_counter() - t0)
+    upstream = upstream_fingerprint(workdir)
+    if "test" in arrays and jax.process_index() == 0:
+        fp = user_states_fingerprint(upstream, faithful_positions)
+        artifacts.save_user_states(workdir, "test", arrays["test"].h, fp)
     item_emb = np.asarray(params["params"]["item_embed"]["embedding"])
-    return EMInputs(arrays, item_emb, intents, (model_cfg, params), upstream_fingerprint(workdir))
+    try:
+        item_text = encode_stage.load(workdir, "items")
+    except FileNotFoundError:
+        item_text = None
+    return EMInputs(arrays, item_emb, intents, (model_cfg, params), upstream, item_text)
 
 
 def upstream_fingerprint(workdir: str | pathlib.Path) -> str:
-    """What the EM stages read from earlier stages (embeddings, backbone), as one hash."""
+    """What the EM phases read from earlier stages (embeddings, backbone), as one hash."""
     workdir = pathlib.Path(workdir)
     return stage_manifest.fingerprint(
         embeddings=stage_manifest.content_hash(encode_stage.stage_dir(workdir)),
-        pretrain=stage_manifest.content_hash(workdir / "pretrain"),
+        pretrain=stage_manifest.content_hash(artifacts.pretrain_dir(workdir)),
     )
 
 
+def user_states_fingerprint(upstream: str, faithful_positions: bool) -> str:
+    """What the saved frozen user states were computed from."""
+    return stage_manifest.fingerprint(upstream=upstream, faithful_positions=faithful_positions)
+
+
 class LazyEMInputs:
-    """The upstream fingerprint now, `load_inputs` on first `get()`: a run whose stages are
+    """The upstream fingerprint now, `load_inputs` on first `get()`: a run whose phases are
     all finished never computes the frozen user states."""
 
     def __init__(self, config, workdir: str | pathlib.Path, *, faithful_positions: bool):
@@ -100,55 +113,53 @@ class LazyEMInputs:
         return self._inputs
 
 
-def save_params(path: pathlib.Path, params) -> None:
-    with fileio.atomic_path(path) as tmp:
-        tmp.write_bytes(flax.serialization.msgpack_serialize(jax.device_get(params)))
+def _hashed(phase: em.EMPhase) -> dict:
+    """The phase as fingerprinted (under the names hashed since the first release, so that
+    finished phases stay complete)."""
+    fields = dataclasses.asdict(phase)
+    fields["phases"] = fields.pop("passes")
+    return fields
 
 
-def load_params(path: pathlib.Path):
-    return flax.serialization.msgpack_restore(path.read_bytes())
-
-
-def run_stage(
+def run_phase(
     cfg: em.EMConfig,
-    stage: em.EMStage,
+    phase: em.EMPhase,
     inputs: "EMInputs | LazyEMInputs",
     out: pathlib.Path,
     init_params,
     mesh,
 ) -> dict:
-    """Runs (or skips, when finished) one EM stage; returns its `final_metrics.json`."""
-    fp = stage_manifest.fingerprint(
-        upstream=inputs.upstream, em=dataclasses.asdict(cfg), stage=dataclasses.asdict(stage)
-    )
+    """Runs (or skips, when finished) one EM phase; returns its `final_metrics.json`."""
+    # The prior's extensions play no part in the posterior-only phase: its runs are shared.
+    posterior_only = phase.passes == ("E",) and dict(phase.overrides).get("e_kl_weight") == 0.0
+    skip = tuple(em.EM_NEUTRAL) if posterior_only else ()
+    em_section = stage_manifest.section(dataclasses.asdict(cfg), skip=skip, neutral=em.EM_NEUTRAL)
+    fp = stage_manifest.fingerprint(upstream=inputs.upstream, em=em_section, stage=_hashed(phase))
     if stage_manifest.is_complete(out, fp):
-        logging.info("EM stage %s is complete; skipping", out)
+        logging.info("EM phase %s is complete; skipping", out)
         return json.loads((out / "final_metrics.json").read_text())
-    if jax.process_index() == 0 and stage_manifest.read_started(out) != fp:
-        if out.exists():
-            # Checkpoints of another config must not be resumed: this stage starts over.
-            logging.warning("EM stage %s was made with another config; starting it over", out)
-            shutil.rmtree(out)
-        stage_manifest.mark_started(out, fp)
+    # Checkpoints of another config must not be resumed: this phase starts over.
+    stage_manifest.claim(out, fp, replace=True, writer=jax.process_index() == 0)
     # Only process 0 touches the directory; the others wait for it (before, a second process
     # could see the directory before its started.json and delete it under process 0).
     distributed.barrier(f"claimed {out}")
     inputs = inputs.get()
     task = em.EMTask(
         cfg,
-        stage,
+        phase,
         inputs.splits,
         inputs.item_emb,
         inputs.intents,
         inputs.backbone,
         mesh,
         init_params,
+        item_text=inputs.item_text,
     )
     trainer = loop.Trainer(
         loop.TrainerConfig(
             max_epochs=task.cfg.max_epochs,
             patience=task.cfg.patience,
-            early_stop_metric=f"valid/{stage.stop_head}/ndcg@10",
+            early_stop_metric=f"valid/{phase.stop_head}/ndcg@10",
             seed=cfg.seed,
         ),
         out,
@@ -156,7 +167,7 @@ def run_stage(
     )
     fit = trainer.fit(task)
     if jax.process_index() == 0:
-        save_params(out / "best_params.msgpack", fit.best_state.params)
+        artifacts.save_params(out / artifacts.BEST_PARAMS, fit.best_state.params)
         stage_manifest.write(out, fp, best_epoch=fit.best_epoch, epochs_run=fit.epochs_run)
     return {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, **fit.final_metrics}
 
@@ -171,24 +182,28 @@ def run(config, workdir: str | pathlib.Path) -> str:
         seed_dir = stage_dir(workdir) / f"seed{seed}"
         cfg = dataclasses.replace(base, seed=int(seed))
         done: dict[str, pathlib.Path] = {}
-        plans = [em.STAGE_PLANS[name] for name in config.em_plans]
+        plans = [em.PHASE_PLANS[name] for name in config.em_plans]
         posterior = em.main_plan()[0]
         for plan in plans:
-            for stage in plan:
-                if stage.init_from == "posterior" and "posterior" not in done:
-                    run_stage(cfg, posterior, inputs, seed_dir / "posterior", None, mesh)
+            for phase in plan:
+                if phase.init_from == "posterior" and "posterior" not in done:
+                    run_phase(cfg, posterior, inputs, seed_dir / "posterior", None, mesh)
                     done["posterior"] = seed_dir / "posterior"
-                if stage.name in done:
+                if phase.name in done:
                     continue
                 init = None
-                if stage.init_from:
-                    init = load_params(done[stage.init_from] / "best_params.msgpack")
-                final = run_stage(cfg, stage, inputs, seed_dir / stage.name, init, mesh)
-                done[stage.name] = seed_dir / stage.name
+                if phase.init_from:
+                    init = artifacts.load_params(done[phase.init_from] / artifacts.BEST_PARAMS)
+                final = run_phase(cfg, phase, inputs, seed_dir / phase.name, init, mesh)
+                done[phase.name] = seed_dir / phase.name
                 lines.append(
-                    f"seed {seed} {stage.name}: test NDCG@10 "
+                    f"seed {seed} {phase.name}: test NDCG@10 "
                     + ", ".join(
                         f"{h} {final.get(f'test/{h}/ndcg@10', float('nan')):.4f}" for h in em.HEADS
                     )
                 )
+    fp = user_states_fingerprint(inputs.upstream, base.faithful_backbone)
+    if artifacts.load_user_states(workdir, "test", fp) is None:
+        # Phases that finished before the states were saved (or of another upstream).
+        load_inputs(config, workdir, faithful_positions=base.faithful_backbone, splits=("test",))
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""One Trainer for every stage: epochs, the jitted step, eval, early stopping, checkpoints.
+"""One Trainer for every training run: epochs, the jitted step, eval, early stopping, checkpoints.
 
 A Task (see `Task`) says *what* is trained: how to create the state, the host batches of an
 epoch, a pure `train_step(state, batch) -> (state, metrics)`, a pure `eval_step(state, batch) ->
@@ -81,12 +81,12 @@ class TrainState:
 
 
 class Task(Protocol):
-    """What a stage trains; the Trainer owns the loop.
+    """What a training run trains (the backbone, an EM phase); the Trainer owns the loop.
 
-    A task may also declare `phases: tuple[str, ...]` (e.g. the EM stage's ("E", "M")); then
-    each host batch carries a "phase" key (a str, removed before placement) and the step is
-    `train_step(state, batch, phase)`, jitted once per phase. Train metrics are logged per
-    phase as "train/<phase>/<name>", plus "train/loss" over all steps.
+    A task may also declare `passes: tuple[str, ...]` (e.g. an EM phase's ("E", "M")); then
+    each host batch carries a "pass" key (a str, removed before placement) and the step is
+    `train_step(state, batch, pass_name)`, jitted once per pass. Train metrics are logged per
+    pass as "train/<pass>/<name>", plus "train/loss" over all steps.
     """
 
     def create_state(self, rng: jax.Array) -> TrainState:
@@ -170,7 +170,7 @@ class FitResult:
 
 
 class Trainer:
-    """Runs a Task in `workdir` (the stage's directory)."""
+    """Runs a Task in `workdir` (the run's directory)."""
 
     def __init__(self, cfg: TrainerConfig, workdir: str | pathlib.Path, mesh=None):
         self.cfg = cfg
@@ -181,20 +181,20 @@ class Trainer:
     def _jit_steps(self, task: Task):
         repl = sharding.replicated(self.mesh)
 
-        def counted_train_step(state, batch, phase=None):
+        def counted_train_step(state, batch, pass_name=None):
             self.train_step_traces += 1
-            if phase is None:
+            if pass_name is None:
                 return task.train_step(state, batch)
-            return task.train_step(state, batch, phase)
+            return task.train_step(state, batch, pass_name)
 
-        # One jitted step per phase (a task with `phases` trains different parts in turns).
+        # One jitted step per pass (a task with `passes` trains different parts in turns).
         train_steps = {
-            phase: jax.jit(
-                functools.partial(counted_train_step, phase=phase),
+            pass_name: jax.jit(
+                functools.partial(counted_train_step, pass_name=pass_name),
                 donate_argnums=(0,),
                 out_shardings=(repl, repl),
             )
-            for phase in getattr(task, "phases", None) or (None,)
+            for pass_name in getattr(task, "passes", None) or (None,)
         }
         eval_step = jax.jit(task.eval_step, out_shardings=repl)
         return train_steps, eval_step
@@ -270,15 +270,15 @@ class Trainer:
                 f"epoch {epoch}", task.num_train_batches(), cfg.log_every_s
             )
             pending: list[dict] = []
-            phases: list[str | None] = []
+            passes: list[str | None] = []
             checked = 0
             for i, batch in enumerate(task.train_batches(epoch)):
                 n_rows = int(np.sum(batch["valid"]))
-                phase = batch.pop("phase", None)
-                step_fn = train_steps[phase]
+                pass_name = batch.pop("pass", None)
+                step_fn = train_steps[pass_name]
                 state, metrics = step_fn(state, sharding.place_batch(batch, self.mesh))
                 pending.append(metrics)
-                phases.append(phase)
+                passes.append(pass_name)
                 progress.update(i, n_rows, sync=lambda m=metrics: jax.block_until_ready(m))
                 if len(pending) - checked >= cfg.check_every_steps:
                     self._check_finite(pending[checked:], first_step + checked, ckpt)
@@ -286,9 +286,9 @@ class Trainer:
             self._check_finite(pending[checked:], first_step + checked, ckpt)
             host = jax.device_get(pending)
             record = {"train/loss": float(np.mean([m["loss"] for m in host]))}
-            for phase in dict.fromkeys(phases):
-                rows = [m for m, p in zip(host, phases) if p == phase]
-                prefix = "train/" if phase is None else f"train/{phase}/"
+            for pass_name in dict.fromkeys(passes):
+                rows = [m for m, p in zip(host, passes) if p == pass_name]
+                prefix = "train/" if pass_name is None else f"train/{pass_name}/"
                 record.update({prefix + k: float(np.mean([m[k] for m in rows])) for k in rows[0]})
             record["train/samples_per_s"] = progress.rate()  # after the sync of the check
             t_eval = time.perf_counter()

@@ -1,7 +1,8 @@
 """Throughput of the backbone: training sequences/s and full-ranking users/s (not a test).
 
 `benchmark(...)` builds an ML-1M-sized synthetic problem (or takes real sequences), compiles
-the real train and eval steps of `pretrain.PretrainTask`, and times steady-state steps. One
+the real train and eval steps of the loss's task (`stage.make_task`), and times steady-state
+steps. One
 "sequence" is one length-L training input's forward + backward (all positions); for the iclrec
 loss that includes its augmented views, as in the authors' per-batch timing. For the ce loss it
 is timed twice: with our objective (a target at every position) and with RecBole's (a target
@@ -18,7 +19,10 @@ import jax
 import numpy as np
 
 from latentcrs_jax.models import sasrec
-from latentcrs_jax.training import pretrain, sharding
+from latentcrs_jax.training import sharding
+from latentcrs_jax.training.pretrain.config import PretrainConfig
+from latentcrs_jax.training.pretrain.data import build_sequence_data
+from latentcrs_jax.training.pretrain.stage import make_task
 
 
 def _synthetic_sequences(
@@ -39,7 +43,7 @@ def _last_target_only(target: np.ndarray) -> np.ndarray:
 
 def benchmark(
     model_cfg: sasrec.SASRecConfig,
-    cfg: pretrain.PretrainConfig,
+    cfg: PretrainConfig,
     *,
     num_users: int = 6040,
     mean_len: int = 165,
@@ -75,8 +79,8 @@ def benchmark(
     min_len = max_len + 3 if full_length else 20  # S[:-3] is the training input
     seqs = sequences or _synthetic_sequences(num_users, num_items, mean_len, min_len)
     mesh = sharding.make_mesh()
-    data = pretrain.build_sequence_data(seqs, num_items, max_len, cfg.augment_window)
-    task = pretrain.PretrainTask(data, model_cfg, cfg, mesh)
+    data = build_sequence_data(seqs, num_items, max_len, cfg.augment_window)
+    task = make_task(data, model_cfg, cfg, mesh)
     repl = sharding.replicated(mesh)
     state = jax.jit(task.create_state, out_shardings=repl)(jax.random.PRNGKey(0))
     t0 = time.perf_counter()
