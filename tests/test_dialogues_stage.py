@@ -25,6 +25,7 @@ SYSTEMS = [
     "posterior",
     "backbone",
     "fusion",
+    "late_fusion",
     "no_kl",
     "no_rec",
     "text",

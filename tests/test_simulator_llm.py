@@ -7,7 +7,6 @@ return a reply that names the target. It counts requests and concurrent requests
 
 import json
 import socket
-import time
 
 import pytest
 
@@ -124,9 +123,9 @@ def test_unreachable_endpoint_names_the_url():
 def test_timeout_then_retry(serve):
     server = serve(lambda n, body: ("hang", 5.0) if n == 0 else ("ok", "after timeout"))
     client = _client(server.url, timeout_s=0.2)
-    start = time.monotonic()
+    # Only a client that gave up on the hanging first request gets the second reply.
     assert client.complete([{"role": "user", "content": "hi"}]) == "after timeout"
-    assert len(server.requests) == 2 and time.monotonic() - start < 3.0  # not the 5 s hang
+    assert len(server.requests) == 2
 
 
 def test_api_key_rules(monkeypatch):

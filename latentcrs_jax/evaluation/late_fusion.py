@@ -160,7 +160,7 @@ class Inputs:
 def _fingerprint(workdir: pathlib.Path, mask_history: bool, faithful_backbone: bool) -> str:
     from latentcrs_jax.data import prepare as prepare_lib
     from latentcrs_jax.text import stage as encode_stage
-    from latentcrs_jax.training import pretrain_stage
+    from latentcrs_jax.training.pretrain import stage as pretrain_stage
 
     dirs = {
         "data": prepare_lib.data_dir(workdir),

@@ -125,7 +125,8 @@ def rows(config, workdir: str | pathlib.Path) -> dict[str, dict[str, list[float]
 
 
 def _fingerprint(config, workdir: pathlib.Path, settings) -> str:
-    from latentcrs_jax.training import em_stage, pretrain_stage
+    from latentcrs_jax.training import em_stage
+    from latentcrs_jax.training.pretrain import stage as pretrain_stage
 
     dirs = {"embeddings": encode_stage.stage_dir(workdir)}
     dirs["pretrain"] = pretrain_stage.stage_dir(workdir)
