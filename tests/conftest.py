@@ -26,6 +26,16 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("LATENTCRS_SHARED", REPO_ROOT.parent / "shared"))
 
 
+def worker_env(**extra: str) -> dict[str, str]:
+    """This environment without JAX's variables, XLA_FLAGS or any cluster's start-up variables
+    (a worker subprocess starts as one plain process unless `extra` says otherwise)."""
+    prefixes = ("JAX_", "SLURM_", "OMPI_", "TPU_", "LATENTCRS_DISTRIBUTED")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.pop("XLA_FLAGS", None)
+    env.update(extra)
+    return env
+
+
 def shared_path(*parts: str) -> pathlib.Path:
     """Returns a path under ../shared, skipping the calling test when it does not exist."""
     path = SHARED.joinpath(*parts)
