@@ -2,11 +2,13 @@
 
 import jax
 import numpy as np
+import pytest
 
 from latentcrs_jax.models import sasrec
 from latentcrs_jax.training import em_data
 
 
+@pytest.mark.slow
 def test_user_states_keep_pretraining_positions_without_padding():
     cfg = sasrec.SASRecConfig(num_items=30, max_len=20, hidden=16, num_layers=2)
     params = sasrec.init_params(cfg, jax.random.PRNGKey(0))

@@ -31,6 +31,7 @@ def _leaves_equal(a, b):
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_three_stages_freeze_the_other_network_and_learn(tmp_path):
     cfg = small_config(max_epochs=10)
     posterior, prior, em_stage = em.main_plan()
@@ -51,6 +52,7 @@ def test_three_stages_freeze_the_other_network_and_learn(tmp_path):
     assert fit3.final_metrics["valid/prior/hit@10"] > 0.4
 
 
+@pytest.mark.slow
 def test_faithful_same_y_m_trains_item_intent(tmp_path):
     cfg = small_config(max_epochs=1, faithful_same_y_m=True)
     posterior, prior, _ = em.main_plan()
@@ -63,6 +65,7 @@ def test_faithful_same_y_m_trains_item_intent(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -76,6 +79,7 @@ def test_faithful_switches_run(tmp_path, overrides):
     assert np.isfinite(fit.final_metrics["valid/prior/ndcg@10"])
 
 
+@pytest.mark.slow
 def test_fusion_baseline_has_no_kl(tmp_path):
     cfg = small_config(max_epochs=2)
     (stage,) = em.PHASE_PLANS["fusion"]
@@ -107,6 +111,7 @@ def test_full_softmax_logits_are_a_softmax_over_every_real_item():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_log_z_is_cached_per_epoch_and_equals_the_in_step_value():
     splits, item_emb, intents = synthetic_inputs()
     mesh = sharding.make_mesh()
@@ -160,6 +165,7 @@ def _text_inputs():
     return splits, item_emb, intents, item_text.astype(np.float32)
 
 
+@pytest.mark.slow
 def test_item_text_and_residual_terms_enter_training_and_evaluation(tmp_path):
     splits, item_emb, intents, item_text = _text_inputs()
     cfg = small_config(
@@ -199,6 +205,7 @@ def ranking_sums(scores, batch, mask_history):
     )
 
 
+@pytest.mark.slow
 def test_entropy_and_top_k_switches_run(tmp_path):
     cfg = small_config(max_epochs=1, m_entropy_weight=0.1, prior_top_k=2)
     _, _, fit = _fit(tmp_path, cfg, em.main_plan()[2])

@@ -136,7 +136,9 @@ def test_query_blocks_cover_the_positions():
     assert sasrec_layers.query_blocks(30, 0) == [(0, 30)]
 
 
-@pytest.mark.parametrize("blocks", [2, 3, 8])
+@pytest.mark.parametrize(
+    "blocks", [pytest.param(2, marks=pytest.mark.slow), 3, pytest.param(8, marks=pytest.mark.slow)]
+)
 def test_block_causal_attention_equals_full_at_real_positions(params, blocks, monkeypatch):
     """Skipping the causally masked key blocks changes nothing a real position sees (the
     masked keys' weights underflow to exactly 0); value and gradient of a loss over real
