@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO_ROOT
 
 WORKER = REPO_ROOT / "tests" / "distributed_em_worker.py"
+# One worker runs both tests, so the one-device reference run (`single`) is made once.
+pytestmark = pytest.mark.xdist_group("em_parallel")
 
 
 def _env(**extra):

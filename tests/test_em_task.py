@@ -27,6 +27,12 @@ def _fit(tmp_path, cfg, stage, init=None, inputs=None):
     return task, trainer, trainer.fit(task)
 
 
+def _jit_step(task, em_pass):
+    """`task.train_step` for one pass, jitted as the Trainer does; a new function on every call,
+    so it is traced with the task's current settings."""
+    return jax.jit(lambda state, batch: task.train_step(state, batch, em_pass))
+
+
 def _leaves_equal(a, b):
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
@@ -129,14 +135,14 @@ def test_log_z_is_cached_per_epoch_and_equals_the_in_step_value():
     batch = next(task.train_batches(0))
     assert batch.pop("pass") == "E" and "user" not in batch and "history" not in batch
     placed = sharding.place_batch(batch, mesh)
-    _, cached = task.train_step(state, placed, "E")
+    _, cached = _jit_step(task, "E")(state, placed)
     task._cache_log_z = False  # computed inside the step instead
-    _, fresh = task.train_step(state, placed, "E")
+    _, fresh = _jit_step(task, "E")(state, placed)
     task._cache_log_z = True
     for k in ("kl", "rank", "loss"):
         np.testing.assert_allclose(cached[k], fresh[k], rtol=1e-5)
     # After an M step changes the prior, the next epoch's refresh follows it.
-    moved, _ = task.train_step(state, placed, "M")
+    moved, _ = _jit_step(task, "M")(state, placed)
     assert not np.allclose(log_z(moved.params["prior"]), state.extras["log_z"])
     refreshed = task.on_epoch_start(moved, 1)
     np.testing.assert_allclose(refreshed.extras["log_z"], log_z(moved.params["prior"]), rtol=1e-5)
@@ -177,7 +183,7 @@ def test_item_text_and_residual_terms_enter_training_and_evaluation(tmp_path):
     task = em.EMTask(
         cfg, stage, splits, item_emb, intents, None, sharding.make_mesh(), item_text=item_text
     )
-    state = task.create_state(jax.random.key(0))
+    state = jax.jit(task.create_state)(jax.random.key(0))
     batch = next(iter(task.eval_batches("valid")))
     # The prior head's full-ranking scores: (mixture + beta h) . e_y + gamma x . t_y.
     prior = state.params["prior"]
@@ -185,13 +191,13 @@ def test_item_text_and_residual_terms_enter_training_and_evaluation(tmp_path):
     vecs = task.prior.apply(prior, method="intent_item_vectors")
     want = (np.asarray(p) @ np.asarray(vecs) + 0.5 * batch["h"]) @ item_emb.T
     want = want + 2.0 * batch["x"] @ item_text.T
-    sums = task.eval_step(state, batch)
+    sums = jax.jit(task.eval_step)(state, batch)
     ref = ranking_sums(want, batch, cfg.mask_history)
     np.testing.assert_allclose(sums["prior/ndcg@10"][0], ref["ndcg@10"][0], rtol=1e-4)
     # The M step trains gamma.
     m_batch = next(b for b in task.train_batches(0) if b["pass"] == "M")
-    new_state, terms = task.train_step(
-        state, {k: v for k, v in m_batch.items() if k != "pass"}, "M"
+    new_state, terms = _jit_step(task, "M")(
+        state, {k: v for k, v in m_batch.items() if k != "pass"}
     )
     assert float(new_state.params["prior"]["params"]["text_item_log_scale"]) != 0.0
     assert np.isfinite(float(terms["loss"]))
