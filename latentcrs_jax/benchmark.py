@@ -108,13 +108,15 @@ def benchmark_em(
     eval_users: int = 6034,
     repeats: int = 5,
     steps: int = 10,
+    modes: tuple[str, ...] = ("corrected", "faithful"),
 ) -> dict:
     """E-step and M-step samples/s (corrected and faithful) and full-ranking users/s.
 
     Steps are timed in the Trainer's loop (host batch, placement, donated chained state; see
     `_train_loop_time`), one pass at a time, the E pass after its per-epoch refresh. The
     full-ranking figure is `ranking.evaluate` (placement, three heads, metric sums, one fetch)
-    over `eval_users` users, in padded eval batches.
+    over `eval_users` users, in padded eval batches. `modes`: which of corrected / faithful
+    to time (the ranking figure comes with corrected).
     """
     base = em.EMConfig.from_config(config.em)
     k, hidden = int(config.pretrain.num_intents), int(config.backbone.hidden)
@@ -136,6 +138,8 @@ def benchmark_em(
     out = {}
     em_phase = em.main_plan()[2]
     for mode, faithful in (("corrected", False), ("faithful", True)):
+        if mode not in modes:
+            continue
         cfg = dataclasses.replace(base, faithful_backbone=faithful, faithful_e_target=faithful)
         for em_pass in ("E", "M"):
             phase = dataclasses.replace(em_phase, passes=(em_pass,))

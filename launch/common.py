@@ -158,7 +158,12 @@ def run(main, writes_workdir: bool = True, creates_workdir: bool = True) -> None
         try:
             # With one process the lock comes before JAX starts; with several, process 0 (the
             # one that writes) takes it once the processes know their ranks.
-            distributed_run = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+            from latentcrs_jax.training import cluster_env
+
+            try:
+                distributed_run = cluster_env.plan(os.environ) is not None
+            except ValueError as e:
+                raise UserInputError(f"environment: {e}") from e
             if writes_workdir and not distributed_run:
                 _lock_workdir(creates_workdir)
             if distributed_run:

@@ -59,6 +59,16 @@ def pytest_unconfigure(config):
         os.environ.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)
 
 
+def worker_env(**extra: str) -> dict[str, str]:
+    """This environment without JAX's variables, XLA_FLAGS or any cluster's start-up variables
+    (a worker subprocess starts as one plain process unless `extra` says otherwise)."""
+    prefixes = ("JAX_", "SLURM_", "OMPI_", "TPU_", "LATENTCRS_DISTRIBUTED")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.pop("XLA_FLAGS", None)
+    env.update(extra)
+    return env
+
+
 def shared_path(*parts: str) -> pathlib.Path:
     """Returns a path under ../shared, skipping the calling test when it does not exist."""
     path = SHARED.joinpath(*parts)

@@ -2,24 +2,16 @@
 (the 2 processes also restart a stale stage of another config first)."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, worker_env
 
 WORKER = REPO_ROOT / "tests" / "distributed_em_worker.py"
 # One worker runs both tests, so the one-device reference run (`single`) is made once.
 pytestmark = pytest.mark.xdist_group("em_parallel")
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    env.pop("XLA_FLAGS", None)
-    env.update(extra)
-    return env
 
 
 def _read(out):
@@ -42,13 +34,15 @@ def _close(a, b, tol=1e-5):
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
-    subprocess.run([sys.executable, str(WORKER), str(out)], env=_env(), check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, str(WORKER), str(out)], env=worker_env(), check=True, timeout=600
+    )
     return _read(out)
 
 
 @pytest.mark.slow
 def test_four_devices_match_one(single, tmp_path):
-    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = worker_env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
     subprocess.run([sys.executable, str(WORKER), str(tmp_path)], env=env, check=True, timeout=600)
     final, losses, devices = _read(tmp_path)
     assert devices == {"processes": 1, "devices": 4}
@@ -70,7 +64,7 @@ def test_two_processes_match_one(single, tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, str(WORKER), str(tmp_path)],
-            env=_env(
+            env=worker_env(
                 JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                 JAX_NUM_PROCESSES="2",
                 JAX_PROCESS_ID=str(i),

@@ -1,10 +1,12 @@
 """Multi-process (multi-host) start-up through `jax.distributed.initialize`.
 
-On a TPU pod or a SLURM/Open MPI cluster JAX finds its peers itself; elsewhere (several GPU
-hosts, or several processes on one machine) set
-  JAX_COORDINATOR_ADDRESS=host:port  JAX_NUM_PROCESSES=N  JAX_PROCESS_ID=i
-for every process. Every process then runs the same command; each feeds only its own rows of
-every global batch (`sharding.place_batch`), and the compiler inserts the all-reduce.
+`cluster_env.plan` reads the environment: explicit `JAX_COORDINATOR_ADDRESS=host:port
+JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i` for every process (several GPU hosts, or several
+processes on one machine); on a SLURM or Open MPI job of several tasks, or a GKE TPU slice,
+`initialize()` without arguments (JAX reads the cluster's variables); with
+`LATENTCRS_DISTRIBUTED=auto`, always without arguments (a Cloud TPU VM pod slice, a Kubernetes
+indexed Job). Every process then runs the same command; each feeds only its own rows of every
+global batch (`sharding.place_batch`), and the compiler inserts the all-reduce.
 """
 
 import os
@@ -13,28 +15,36 @@ import jax
 from absl import logging
 from jax.experimental import multihost_utils
 
-_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+from latentcrs_jax.training import cluster_env
 
 
-def maybe_initialize() -> bool:
-    """Initialises the distributed runtime when the environment asks for it; True if it did."""
-    if not os.environ.get("JAX_COORDINATOR_ADDRESS"):
+def maybe_initialize(environ=None) -> bool:
+    """Initialises the distributed runtime when the environment asks for it; True if it did.
+
+    Raises:
+      ValueError: a bad LATENTCRS_DISTRIBUTED or explicit set, or `auto` where JAX finds no
+        cluster.
+    """
+    plan = cluster_env.plan(os.environ if environ is None else environ)
+    if plan is None:
         return False
-    missing = [k for k in _ENV if not os.environ.get(k)]
-    if missing:
-        raise ValueError(f"multi-process run: set {missing} as well as JAX_COORDINATOR_ADDRESS")
-    jax.distributed.initialize(
-        coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-        num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-        process_id=int(os.environ["JAX_PROCESS_ID"]),
-    )
+    try:
+        jax.distributed.initialize(**plan.kwargs)
+    except ValueError as e:
+        if plan.kwargs:
+            raise
+        raise ValueError(
+            f"{plan.source}: jax.distributed.initialize found no cluster ({e}); set "
+            "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID instead"
+        ) from e
     # Meet at a first collective now, while every process has just left initialize's barrier:
     # it creates the communicator over all devices that every later step reuses. On CPU, gloo
     # gives the processes 30 s to meet at their first collective, which processes compiling
     # the first train step at different speeds on a loaded machine can miss (seen in a test).
     multihost_utils.sync_global_devices("latentcrs_jax: collectives ready")
     logging.info(
-        "distributed: process %d of %d, %d global devices",
+        "distributed (%s): process %d of %d, %d global devices",
+        plan.source,
         jax.process_index(),
         jax.process_count(),
         jax.device_count(),

@@ -42,13 +42,15 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         )
 
 
-def process_rows(global_rows: int) -> slice:
-    """The rows of a global batch that this process feeds (contiguous, equal shares)."""
-    n = jax.process_count()
+def process_rows(global_rows: int, index: int | None = None, count: int | None = None) -> slice:
+    """The rows of a global batch that process `index` of `count` feeds (contiguous, equal
+    shares; default: this process of `jax.process_count()`)."""
+    n = jax.process_count() if count is None else count
+    i = jax.process_index() if index is None else index
     if global_rows % n:
         raise ValueError(f"batch of {global_rows} rows does not split over {n} processes")
     share = global_rows // n
-    return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+    return slice(i * share, (i + 1) * share)
 
 
 def place_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
