@@ -11,9 +11,11 @@ CPU. Set before jax is imported by any test module.
 
 Speed: one persistent XLA compilation cache per test session (a temporary folder shared by the
 xdist workers and the binaries the tests start, removed at the end), so a program that several
-tests build compiles once; tests count traces, never compilations, so the cache changes no
-assertion. The tiny trained workdir is built once per session (under a file lock, by whichever
-worker asks first) and each worker gets its own copy.
+tests build compiles once. It keeps JAX's threshold (programs that took over 1 s to compile):
+caching every program cost more in writes than it saved (docs/benchmarks.md). Tests count
+traces, never compilations, so the cache changes no assertion. The tiny encoded and trained
+workdirs are built once per session (under a file lock, by whichever worker asks first) and each
+worker gets its own copy.
 """
 
 import os
@@ -44,11 +46,9 @@ def pytest_configure(config):
         return
     cache = tempfile.mkdtemp(prefix="latentcrs-jax-cache-")
     os.environ[_CACHE_ENV] = cache
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # every program
     config.stash[_CACHE_KEY] = cache
     if "jax" in sys.modules:  # imported by a plugin before this hook: tell it directly
         sys.modules["jax"].config.update("jax_compilation_cache_dir", cache)
-        sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_unconfigure(config):
@@ -56,7 +56,6 @@ def pytest_unconfigure(config):
     if cache:
         shutil.rmtree(cache, ignore_errors=True)
         os.environ.pop(_CACHE_ENV, None)
-        os.environ.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)
 
 
 def worker_env(**extra: str) -> dict[str, str]:
