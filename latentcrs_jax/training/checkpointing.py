@@ -29,6 +29,7 @@ from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as keep
 
 from latentcrs_jax import fileio
+from latentcrs_jax.training import distributed
 
 _RANK = "best_rank"  # the step of an epoch that was the best so far, -1 for the others
 _LEGACY = ("best", "latest")  # the folders of the two-folder layout
@@ -51,7 +52,11 @@ def _manager(directory: pathlib.Path) -> ocp.CheckpointManager:
 
 
 def _adopt_two_folder_layout(directory: pathlib.Path) -> None:
-    """Moves `best/<step>` and `latest/<step>` (the two-folder layout) up into `directory`."""
+    """Moves `best/<step>` and `latest/<step>` (the two-folder layout) up into `directory`.
+
+    Process 0 moves; every process meets at a barrier after it (each time, so that no process
+    skips it by looking after process 0 has moved everything).
+    """
     if jax.process_index() == 0:
         for which in _LEGACY:
             old = directory / which
@@ -67,10 +72,7 @@ def _adopt_two_folder_layout(directory: pathlib.Path) -> None:
                 step_dir.rename(directory / step_dir.name)
                 logging.info("checkpoint %d moved from %s/ (%s)", step, which, directory)
             shutil.rmtree(old)  # what is left: the old manager's own files
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"checkpoints moved: {directory}")
+    distributed.barrier("checkpoint layout")
 
 
 class Checkpointer:
@@ -78,9 +80,7 @@ class Checkpointer:
 
     def __init__(self, directory: str | pathlib.Path):
         self.directory = pathlib.Path(directory)
-        if any((self.directory / which).is_dir() for which in _LEGACY):
-            self.directory.mkdir(parents=True, exist_ok=True)
-            _adopt_two_folder_layout(self.directory)
+        _adopt_two_folder_layout(self.directory)
         self._manager = _manager(self.directory)
 
     def latest_step(self, which: str = "latest") -> int | None:
