@@ -86,6 +86,14 @@ def test_amazon_malformed_json(tmp_path):
     (tmp_path / "Toys.jsonl").write_text('{"user_id": "a", "rating": 5, "timestamp": 1}\n')
     with pytest.raises(DataError, match=r"Toys.jsonl:1: missing field\(s\) \['parent_asin'\]"):
         readers.read(cfg)
+    # A repeated key is an error, not "the last value wins" (nested objects too).
+    for line in (
+        '{"user_id": "a", "user_id": "b", "parent_asin": "x", "rating": 5, "timestamp": 1}',
+        '{"user_id": "a", "parent_asin": "x", "rating": 5, "timestamp": 1, "x": {"k": 1, "k": 2}}',
+    ):
+        (tmp_path / "Toys.jsonl").write_text(line + "\n")
+        with pytest.raises(DataError, match=r"Toys.jsonl:1: malformed JSON \(duplicate key '"):
+            readers.read(cfg)
 
 
 def test_config_validation(tmp_path):

@@ -99,6 +99,7 @@ def test_generic_reader(items):
             "liked must be 0, 1 or 2",
         ),
         ("[1, 2]", "must be a JSON object"),
+        ('{"conversationId": 1, "conversationId": 2}', "duplicate key 'conversationId'"),
     ],
 )
 def test_a_bad_line_stops_with_file_and_line(tmp_path, line, message):

@@ -7,9 +7,13 @@ The systems are `evaluation.recommenders.load_systems`'s, so every row of the on
 (and any system added there later) is scored; "latentcrs_f" is LatentCRS with the hard filter
 (`conversation.filter.hard_filter`, the multi-turn settings' `candidates`) re-ordering the top of
 its ranking by the seeker's stated features, the rest refilled in rank order; "latentcrs_v"
-(when the workdir has item-text embeddings) re-orders the top `validator_candidates` of that
-list with the keyless stand-in validator (`conversation/validator.py`; the LLM validator is not
-run here), the context being the dialogue text.
+re-orders the top `validator_candidates` of that list with a validator
+(`conversation/validator.py`): the keyless stand-in (the context text against the candidates'
+item texts) or, with `multi_turn.validator="llm"` and an endpoint, the paper's LLM validator,
+which reads the earlier messages with their roles. "llm_only" (with an endpoint) is the
+zero-shot LLM recommender: the titles it names for the earlier messages, resolved onto the
+catalogue, are its ranked list; a target it does not name is a miss, and the masked view drops
+the seeker's history from the list.
 
 `run(config, workdir, path, ...)` reads a dialogue file, resolves its mentions, embeds every
 context once through the workdir's embedding cache (`embeddings/cache`, as every other text),
@@ -33,6 +37,7 @@ from latentcrs_jax.errors import UserInputError
 
 FILTERED = "latentcrs_f"
 VALIDATED = "latentcrs_v"
+LLM_ONLY = "llm_only"
 LABELS = {  # System name -> row label (systems without one show their name).
     FILTERED: "LatentCRS^F (stated features)",
     VALIDATED: "LatentCRS^V (stand-in validator, no LLM)",
@@ -40,10 +45,12 @@ LABELS = {  # System name -> row label (systems without one show their name).
     "posterior": "posterior q(m|u)",
     "backbone": "backbone SASRec (mention history)",
     "fusion": "joint fusion (no EM)",
+    "late_fusion": "late fusion (backbone + text, weights fit on valid)",
     "no_kl": "ablation: no KL",
     "no_rec": "ablation: no aux rec loss",
     "text": "text-only retrieval",
     "popularity": "popularity",
+    LLM_ONLY: "LLM only (zero-shot)",
 }
 VIEWS = ("masked", "unmasked")
 
@@ -84,9 +91,24 @@ def _ranks_for_batch(
     ]
     if name == VALIDATED:  # The validator re-orders ^F's top N; the rest stays in ^F's order.
         n = validator_candidates
-        done = validator.rerank_many([()] * len(lists), [x[:n] for x in lists], texts)
+        turns = [c.chat_turns() for c in batch]
+        done = validator.rerank_many(turns, [x[:n] for x in lists], texts)
         lists = [r.order + x[n:] for r, x in zip(done, lists)]
     return [metrics_lib.list_ranks(x, c.targets) for x, c in zip(lists, batch)]
+
+
+def _llm_only_ranks(
+    llm_recommender: Any, batch: Sequence[protocol.Context]
+) -> dict[str, list[list[int]]]:
+    """Per view, the target ranks in the LLM-only lists of a batch (one request per context)."""
+    found = llm_recommender.recommend_many([c.chat_turns() for c in batch])
+    out: dict[str, list[list[int]]] = {view: [] for view in VIEWS}
+    for c, result in zip(batch, found):
+        seen = set(c.history)
+        for view in VIEWS:
+            shown = [i for i in result.items if view != "masked" or i not in seen]
+            out[view].append(metrics_lib.list_ranks(shown, c.targets))
+    return out
 
 
 def evaluate(
@@ -99,6 +121,7 @@ def evaluate(
     candidates: int = 50,
     validator: Any = None,
     validator_candidates: int = 20,
+    llm_recommender: Any = None,
 ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float]]:
     """Scores every context with every system.
 
@@ -111,8 +134,10 @@ def evaluate(
       has_title: item id -> whether it can be shown (the hard filter drops the others).
       batch_size: contexts per scoring call.
       candidates: top of the ranking the hard filter re-orders.
-      validator: with one (`conversation.validator.StandInValidator`), LatentCRS^V re-orders
-        the top `validator_candidates` of LatentCRS^F's list by it, the context as dialogue.
+      validator: with one (`conversation.validator.StandInValidator` or `LLMValidator`),
+        LatentCRS^V re-orders the top `validator_candidates` of LatentCRS^F's list by it.
+      llm_recommender: with one (`conversation.llm_recommender.LLMRecommender`), the
+        "llm_only" row.
 
     Returns:
       ({system: {"<view>" / "<view>_strict": metrics}}, {system: seconds}), views "masked" and
@@ -123,17 +148,23 @@ def evaluate(
         names.append(FILTERED)
         if validator is not None:
             names.append(VALIDATED)
+    if llm_recommender is not None:
+        names.append(LLM_ONLY)
     order = list(LABELS)  # The one-turn table's order; systems without a label come last.
     names.sort(key=lambda n: order.index(n) if n in order else len(order))
     history = protocol.history_matrix(contexts, history_len)
     strict = np.array([s for c in contexts for s in c.strict], dtype=bool)
     results, seconds = {}, {}
     for name in names:
-        rec = systems["latentcrs" if name in (FILTERED, VALIDATED) else name]
+        rec = systems.get("latentcrs" if name in (FILTERED, VALIDATED) else name)
         start = time.perf_counter()
         ranks: dict[str, list[int]] = {v: [] for v in VIEWS}
         for lo in range(0, len(contexts), batch_size):
             batch = contexts[lo : lo + batch_size]
+            if name == LLM_ONLY:
+                for view, rows in _llm_only_ranks(llm_recommender, batch).items():
+                    ranks[view] += [r for row in rows for r in row]
+                continue
             h = history[lo : lo + batch_size]
             n = len(batch)
             texts = [c.text for c in batch]

@@ -45,6 +45,9 @@ class Context:
       targets: item ids to find.
       strict: per target, suggested and liked by the seeker's questionnaire.
       included / excluded: the seeker's stated features so far.
+      turns: the earlier messages as (role, text), role "seeker" or "recommender", mentions
+        written as their titles, none dropped (what an LLM reads; `text` is cut to fit the
+        encoder).
     """
 
     dialogue: str
@@ -55,6 +58,14 @@ class Context:
     strict: tuple[bool, ...]
     included: tuple[Feature, ...] = ()
     excluded: tuple[Feature, ...] = ()
+    turns: tuple[tuple[str, str], ...] = ()
+
+    def chat_turns(self) -> list[dict[str, str]]:
+        """The earlier messages as the LLM prompts' turns: the seeker is "user"."""
+        return [
+            {"role": "user" if role == SEEKER else "assistant", "text": text}
+            for role, text in self.turns
+        ]
 
 
 @dataclasses.dataclass
@@ -136,6 +147,7 @@ def dialogue_contexts(
                         tuple(strict),
                         tuple(state.included),
                         tuple(state.excluded),
+                        tuple((t.role, t.text) for t in dialogue.turns[:n] if t.text),
                     )
                 )
                 stats.contexts += 1

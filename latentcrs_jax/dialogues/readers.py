@@ -32,7 +32,6 @@ labels `suggested`, `seen`, `liked` (as ReDial's). `id` is optional (default: th
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import re
 from collections.abc import Iterator, Mapping
@@ -284,7 +283,7 @@ def _stream(
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = data_readers.json_loads(line)
             if fmt == "redial":
                 dialogue = parse_redial(record, source, titles)
             else:

@@ -3,7 +3,9 @@
 Steps: read (streamed) and resolve the mentions onto the workdir's catalogue; build the
 protocol's contexts; embed every distinct context once through the workdir's embedding cache
 (`embeddings/cache`, keyed by the encoder's model id and the text, so a rerun encodes nothing);
-score every system of `load_systems` (plus LatentCRS^F) on every context; write the tables.
+score every system of `load_systems` (plus LatentCRS^F and ^V, and the LLM-only baseline when
+`multi_turn.llm_*` names an endpoint) on every context; write the tables. LLM replies are cached
+in `eval/dialogues/llm_cache/` (append-only, keyed by the request), so a rerun sends nothing.
 Timings: `encode_seconds` (embedding the contexts), per-system scoring seconds, and
 `contexts_per_s` = contexts / (scoring seconds of all systems together, after encoding).
 """
@@ -20,7 +22,8 @@ from typing import Any
 from absl import logging
 
 from latentcrs_jax import fileio, stage_manifest
-from latentcrs_jax.conversation import multi_turn, multi_turn_protocol
+from latentcrs_jax.conversation import llm_endpoint, multi_turn, multi_turn_protocol
+from latentcrs_jax.conversation import llm_recommender as llm_rec_lib
 from latentcrs_jax.conversation import validator as validator_lib
 from latentcrs_jax.conversation.features import FeatureVocab
 from latentcrs_jax.dialogues import evaluate as evaluate_lib
@@ -56,8 +59,13 @@ def _fmt(value: float) -> str:
     return "–" if value != value else f"{value:.4f}"  # NaN: no target in that view.
 
 
-def to_markdown(results: Mapping[str, Mapping[str, Mapping[str, float]]], view: str) -> str:
+def to_markdown(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    view: str,
+    labels: Mapping[str, str] | None = None,
+) -> str:
     """One table: a row per system, all targets then the strict ones, for `view`."""
+    labels = {**evaluate_lib.LABELS, **(labels or {})}
     cols = [m.replace("recall", "R").replace("ndcg", "NDCG") for m in metrics_lib.METRICS]
     lines = [
         "| system | " + " | ".join(cols) + " | " + " | ".join(f"strict {c}" for c in cols) + " |",
@@ -66,7 +74,7 @@ def to_markdown(results: Mapping[str, Mapping[str, Mapping[str, float]]], view: 
     for name, row in results.items():
         cells = [_fmt(row[view][m]) for m in metrics_lib.METRICS]
         cells += [_fmt(row[f"{view}_strict"][m]) for m in metrics_lib.METRICS]
-        label = evaluate_lib.LABELS.get(name, name).replace("|", "\\|")
+        label = labels.get(name, name).replace("|", "\\|")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -100,17 +108,23 @@ def render(out: Mapping[str, Any]) -> str:
         "",
         "History masked (the seeker's mentioned movies are never ranked):",
         "",
-        to_markdown(out["results"], "masked"),
+        to_markdown(out["results"], "masked", out.get("labels")),
         "",
         "History not masked:",
         "",
-        to_markdown(out["results"], "unmasked"),
+        to_markdown(out["results"], "unmasked", out.get("labels")),
         "",
         f"Encoding {out['contexts']} contexts: {out['encode_seconds']:.1f}s; scoring them with "
         f"{len(out['results'])} systems: {sum(out['seconds'].values()):.1f}s "
         f"({out['contexts_per_s']:.0f} contexts/s for all systems; the encoder's share of the "
         f"total {out['encoder_share']:.0%}).",
     ]
+    for role, row in out.get("llm", {}).items():
+        u = row["usage"]
+        md.append(
+            f"{role}: {u['calls']} calls, {u['prompt']} prompt + {u['completion']} completion "
+            f"tokens ({u['estimated']} calls estimated); {row['summary']}."
+        )
     return "\n".join(md)
 
 
@@ -118,6 +132,34 @@ def default_name(path: str | pathlib.Path) -> str:
     """The report name of a dialogue file: its file name without extensions, made file-safe."""
     stem = pathlib.Path(path).name.split(".")[0]
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "dialogues"
+
+
+def _llm_parts(settings, workdir: pathlib.Path, ds, ctx) -> tuple[Any, Any, dict[str, str]]:
+    """(validator or None, LLM-only recommender or None, row labels) as the settings ask.
+
+    Raises:
+      EndpointConfigError: `validator="llm"` or the LLM-only row without a usable endpoint key.
+    """
+    cache = out_dir(workdir) / "llm_cache"
+    endpoint = settings.endpoint()
+    labels: dict[str, str] = {}
+    validator = llm_only = None
+    if settings.validator == "llm":
+        client = llm_endpoint.make_client(endpoint, cache / "validator.jsonl")
+        validator = validator_lib.LLMValidator(ds.items, ds.domain, client)
+        labels[evaluate_lib.VALIDATED] = f"LatentCRS^V ({validator.label})"
+    elif ctx.item_text_emb is not None:
+        validator = validator_lib.StandInValidator(
+            ctx.embed, ctx.item_text_emb, settings.validator_standin_weight
+        )
+    if evaluate_lib.LLM_ONLY in settings.systems:
+        client = llm_endpoint.make_client(endpoint, cache / "llm_only.jsonl")
+        if client is not None:
+            llm_only = llm_rec_lib.LLMRecommender(
+                ds.items, ds.domain, client, settings.llm_only_titles
+            )
+            labels[evaluate_lib.LLM_ONLY] = f"LLM only, zero-shot ({client.config.model})"
+    return validator, llm_only, labels
 
 
 def run(
@@ -160,11 +202,7 @@ def run(
             "resolved): nothing to evaluate"
         )
     settings = multi_turn.MultiTurnSettings.from_config(config.multi_turn)
-    validator = None
-    if ctx.item_text_emb is not None:
-        validator = validator_lib.StandInValidator(
-            ctx.embed, ctx.item_text_emb, settings.validator_standin_weight
-        )
+    validator, llm_only, labels = _llm_parts(settings, workdir, ds, ctx)
     start = time.perf_counter()
     ctx.embed.prefetch([c.text for c in contexts])
     encode_seconds = time.perf_counter() - start
@@ -178,6 +216,7 @@ def run(
         candidates=settings.candidates,
         validator=validator,
         validator_candidates=settings.validator_candidates,
+        llm_recommender=llm_only,
     )
     scoring = sum(seconds.values())
     out = {
@@ -193,6 +232,12 @@ def run(
         "encode_seconds": encode_seconds,
         "contexts_per_s": len(contexts) / max(scoring, 1e-9),
         "encoder_share": encode_seconds / max(encode_seconds + scoring, 1e-9),
+        "labels": {n: labels[n] for n in results if n in labels},
+        "llm": {
+            role: {"usage": part.client.usage_total.to_dict(), "summary": part.summary()}
+            for role, part in (("validator", validator), ("llm_only", llm_only))
+            if getattr(part, "kind", "") == "llm"
+        },
     }
     md = render(out)
     fileio.write_json(out_dir(workdir) / f"{name}.json", out)

@@ -28,9 +28,11 @@ def _records(path: pathlib.Path, required: tuple[str, ...]):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = base.json_loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"malformed JSON ({e.msg})", str(path), line_no) from None
+        except base.DuplicateKeyError as e:
+            raise DataError(f"malformed JSON ({e})", str(path), line_no) from None
         except RecursionError:
             raise DataError("malformed JSON (nested too deeply)", str(path), line_no) from None
         if not isinstance(record, dict):

@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import gzip
+import json
 import math
 import pathlib
 from collections.abc import Callable, Iterator
@@ -115,6 +116,27 @@ def text_lines(path: pathlib.Path) -> Iterator[str]:
                     line_no,
                 ) from None
             yield line.removeprefix("\ufeff") if line_no == 1 else line
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice (`json.loads` alone would keep the last value)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(f"duplicate key {key!r}")
+            seen.add(key)
+    return record
+
+
+def json_loads(line: str) -> Any:
+    """`json.loads` that refuses an object with a repeated key (DuplicateKeyError, a ValueError):
+    RFC 8259 leaves its meaning open, and silently keeping the last value hides broken exports."""
+    return json.loads(line, object_pairs_hook=_unique_keys)
 
 
 def csv_rows(path: pathlib.Path, required: tuple[str, ...]):
