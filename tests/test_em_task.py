@@ -203,6 +203,29 @@ def test_item_text_and_residual_terms_enter_training_and_evaluation(tmp_path):
     assert np.isfinite(float(terms["loss"]))
 
 
+@pytest.mark.parametrize("text, mask", [(False, True), (True, True), (True, False)])
+def test_item_chunked_eval_step_equals_the_full_one(text, mask):
+    # Scoring 7 of the 41 item ids at a time under a running top-k (eval_item_chunk) must give
+    # every head's full-ranking sums, the prior's item-text and residual terms included.
+    splits, item_emb, intents, item_text = _text_inputs()
+    extra = {"residual_weight": 0.5, "text_item_weight": 2.0} if text else {}
+    sums = []
+    for chunk in (0, 7):
+        cfg = small_config(eval_item_chunk=chunk, mask_history=mask, **extra)
+        task = em.EMTask(
+            cfg, em.main_plan()[2], splits, item_emb, intents, None, sharding.make_mesh(),
+            item_text=item_text if text else None,
+        )  # fmt: skip
+        state = task.create_state(jax.random.key(0))
+        step = jax.jit(task.eval_step)
+        sums.append([jax.device_get(step(state, b)) for b in task.eval_batches("valid")])
+    for got, want in zip(sums[1], sums[0]):
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
+    assert sum(float(s["prior/hit@20"][0]) for s in sums[0]) > 0  # not a vacuous comparison
+
+
 def ranking_sums(scores, batch, mask_history):
     from latentcrs_jax.evaluation import ranking
 
