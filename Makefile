@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/ml_latest_small
 CONFIG ?= configs/ml_latest_small.py
-PYTEST_ARGS ?= -n 2
+# Two workers; the users of the session's tiny workdirs (xdist_group) run on one of them.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: run test lint format setup clean
 

@@ -127,6 +127,7 @@ def get_em_config() -> ml_collections.ConfigDict:
     e = ml_collections.ConfigDict()
     e.batch_size = 480  # Training samples per step (authors: 480).
     e.eval_batch_size = 480  # Users per full-ranking eval batch.
+    e.eval_item_chunk = 0  # Score items this many at a time in eval; 0 = all at once.
     e.learning_rate = 1e-3  # Adam learning rate (one Adam per network).
     e.lr_end_factor = 0.01  # Linear LR decay to lr * this (the authors' intended LinearLR)
     e.lr_decay_epochs = 50  # over this many epochs, constant afterwards; see faithful_lr.

@@ -194,3 +194,38 @@ def plot(rows: list[dict], path: str | pathlib.Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _cell(stage: dict, key: str) -> str:
+    if stage.get("status", "ok") != "ok":
+        return stage["status"]
+    value = stage.get(key)
+    if not isinstance(value, int | float):
+        return "-"
+    return f"{value:.3g} s ({stage['peak_rss_gib']:.2f} GiB)"
+
+
+def markdown(rows: list[dict], exponents: dict[str, dict[str, float]]) -> str:
+    """The table (each cell: the stage's main figure and its process's peak RSS) and the
+    fitted exponents, as Markdown."""
+    names = list(MAIN_FIGURES)
+    lines = [
+        "| users | items | interactions | " + " | ".join(names) + " |",
+        "|---" * (3 + len(names)) + "|",
+    ]
+    for row in rows:
+        stages = row["stages"]
+        inter = stages.get("prepare", {}).get("interactions", "-")
+        cells = [_cell(stages.get(n.split("_rank")[0], {}), MAIN_FIGURES[n]) for n in names]
+        lines.append(f"| {row['users']} | {row['items']} | {inter} | " + " | ".join(cells) + " |")
+    lines += ["", "| figure | exponent in users | exponent in items |", "|---|---|---|"]
+    for name in names:
+        fit = exponents.get(name, {})
+        lines.append(
+            f"| {name} | "
+            + " | ".join(
+                f"{fit[k]:.2f}" if k in fit else "-" for k in ("exponent_users", "exponent_items")
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"

@@ -7,10 +7,11 @@ For each USERSxITEMS size it synthesizes a dataset, then runs every stage of
 latentcrs_jax/scale_benchmark.py in a child process of its own (this command with --stage)
 under --stage_timeout seconds, recording the child's figures and its peak RSS (the text
 encoder's cost per item does not depend on the sizes: it runs for the first size only). Writes
-OUT_DIR/scale.json (sizes, stages, fitted exponents, CPU, commit) and OUT_DIR/scale.png (log-log
-time against users and against items).
+OUT_DIR/scale.json (sizes, stages, fitted exponents, CPU, commit), OUT_DIR/scale.md (the table)
+and OUT_DIR/scale.png (log-log time against users and against items).
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -67,16 +68,21 @@ def _run_child(stage: str, users: int, items: int) -> dict:
     proc = subprocess.Popen(cmd, start_new_session=True)
     deadline = t0 + _TIMEOUT.value
     status = "ok"
-    while True:
-        pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
+    try:
+        while True:
+            pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                status = f"killed after {_TIMEOUT.value} s"
+                pid, code, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.2)
+    except BaseException:  # Ctrl-C or an error here: the child (own session) goes too.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            status = f"killed after {_TIMEOUT.value} s"
-            pid, code, usage = os.wait4(proc.pid, 0)
-            break
-        time.sleep(0.2)
+        raise
     proc.returncode = os.waitstatus_to_exitcode(code)
     out = json.loads(result.read_text()) if result.is_file() else {}
     if status == "ok" and proc.returncode:
@@ -140,9 +146,10 @@ def main(argv):
             },
         }
         fileio.write_text(out_dir / "scale.json", json.dumps(report, indent=1) + "\n")
+    fileio.write_text(out_dir / "scale.md", scale_benchmark.markdown(rows, report["exponents"]))
     scale_benchmark.plot(rows, out_dir / "scale.png")
     print(json.dumps(report["exponents"], indent=1))
-    print(f"written: {out_dir / 'scale.json'}, {out_dir / 'scale.png'}")
+    print(f"written: {out_dir}/scale.json, scale.md (table), scale.png (plot)")
 
 
 if __name__ == "__main__":

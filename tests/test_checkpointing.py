@@ -59,3 +59,67 @@ def test_restore_without_checkpoint_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="which"):
         ckpt.latest_step("newest")
     ckpt.close()
+
+
+def _steps_on_disk(directory):
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def test_one_manager_keeps_the_newest_and_the_earlier_of_tied_bests(tmp_path):
+    # Epoch 2 only ties epoch 1 (early stopping: not an improvement), so 1 stays the best.
+    ckpt = checkpointing.Checkpointer(tmp_path / "ckpt")
+    states = {step: _state(step) for step in (1, 2, 3, 4)}
+    for step, best in ((1, True), (2, False), (3, False)):
+        ckpt.save(step, states[step], {"epoch": step - 1}, best=best)
+    ckpt.wait_until_finished()
+    assert _steps_on_disk(tmp_path / "ckpt") == [1, 3]
+    assert ckpt.latest_step() == 3 and ckpt.latest_step("best") == 1
+    abstract = checkpointing.abstract_like(states[1])
+    _assert_equal_trees(ckpt.restore(abstract, which="best")[0], states[1])
+    ckpt.save(4, states[4], {"epoch": 3}, best=True)  # a new best replaces both
+    ckpt.wait_until_finished()
+    assert _steps_on_disk(tmp_path / "ckpt") == [4]
+    assert ckpt.latest_step() == ckpt.latest_step("best") == 4
+    with pytest.raises(ValueError, match="not after 4"):
+        ckpt.save(4, states[4], {"epoch": 3})
+    ckpt.close()
+
+
+def test_no_best_before_an_epoch_improves(tmp_path):
+    ckpt = checkpointing.Checkpointer(tmp_path / "ckpt")
+    ckpt.save(1, _state(1), {"epoch": 0}, best=False)  # e.g. a NaN first validation metric
+    assert ckpt.latest_step() == 1 and ckpt.latest_step("best") is None
+    with pytest.raises(FileNotFoundError, match="no best checkpoint"):
+        ckpt.restore(checkpointing.abstract_like(_state(1)), which="best")
+    ckpt.close()
+
+
+def test_two_folder_layout_is_adopted(tmp_path):
+    # The earlier layout: one orbax manager per folder, best/<step> and latest/<step>.
+    import orbax.checkpoint as ocp
+
+    root = tmp_path / "ckpt"
+    s1, s2 = _state(1), _state(2)
+    for which, step, state in (("best", 1, s1), ("latest", 2, s2)):
+        manager = ocp.CheckpointManager(
+            (root / which).absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+        )
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"epoch": step - 1})
+        )
+        manager.save(step, args=args)
+        manager.close()
+    ckpt = checkpointing.Checkpointer(root)
+    assert _steps_on_disk(root) == [1, 2]
+    assert not (root / "best").exists() and not (root / "latest").exists()
+    assert ckpt.latest_step() == 2 and ckpt.latest_step("best") == 1
+    abstract = checkpointing.abstract_like(s1)
+    latest, meta = ckpt.restore(abstract)
+    _assert_equal_trees(latest, s2)
+    assert meta == {"epoch": 1}
+    _assert_equal_trees(ckpt.restore(abstract, which="best")[0], s1)
+    ckpt.save(3, _state(3), {"epoch": 2})  # training goes on in the one manager
+    ckpt.wait_until_finished()
+    assert _steps_on_disk(root) == [1, 3] and ckpt.latest_step("best") == 1
+    ckpt.close()

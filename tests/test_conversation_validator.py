@@ -314,6 +314,8 @@ def test_fewer_than_two_candidates_make_no_call(serve):
     assert len(server.requests) == 1 and out[0].usage == TokenUsage()
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("tiny_workdir")  # with the other users of the session workdirs
 def test_one_turn_rows_are_kept_until_what_they_depend_on_changes(
     tiny_encoded_workdir, tmp_path, monkeypatch
 ):

@@ -133,6 +133,7 @@ def test_export_sequences(tmp_path):
     assert lines[2] == "1000\t" + " ".join(str(i) for i in range(101, 113))
 
 
+@pytest.mark.slow
 @pytest.mark.needs_shared
 def test_ml1m_matches_the_paper_counts(tmp_path):
     shared_path("data", "ml-1m", "ratings.dat")

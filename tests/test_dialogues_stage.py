@@ -17,6 +17,9 @@ from latentcrs_jax.dialogues.resolve import Resolver
 from latentcrs_jax.evaluation import one_turn
 from latentcrs_jax.text import encode
 
+# The session's tiny workdirs: one xdist worker runs all their users (`--dist loadgroup`).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_workdir")]
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SYSTEMS = [
     "latentcrs_f",

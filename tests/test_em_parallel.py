@@ -10,6 +10,8 @@ import pytest
 from conftest import REPO_ROOT, worker_env
 
 WORKER = REPO_ROOT / "tests" / "distributed_em_worker.py"
+# One worker runs both tests, so the one-device reference run (`single`) is made once.
+pytestmark = pytest.mark.xdist_group("em_parallel")
 
 
 def _read(out):
@@ -38,6 +40,7 @@ def single(tmp_path_factory):
     return _read(out)
 
 
+@pytest.mark.slow
 def test_four_devices_match_one(single, tmp_path):
     env = worker_env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
     subprocess.run([sys.executable, str(WORKER), str(tmp_path)], env=env, check=True, timeout=600)
@@ -47,6 +50,7 @@ def test_four_devices_match_one(single, tmp_path):
     assert losses == pytest.approx(single[1], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(single, tmp_path):
     # A stale unfinished stage of another config: process 0 alone must clear it while the
     # other process waits (both deleting it, or one reading it mid-delete, used to crash).

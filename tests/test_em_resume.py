@@ -20,6 +20,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_killed_em_stage_resumes_to_identical_metrics(tmp_path, monkeypatch):
     cfg = small_config(max_epochs=3)
     stage = em.main_plan()[2]  # alternating E/M: both phases, both optimisers
@@ -55,6 +56,7 @@ def test_killed_em_stage_resumes_to_identical_metrics(tmp_path, monkeypatch):
     assert em_stage.run_phase(cfg, stage, inputs, tmp_path / "b", None, mesh) == straight
 
 
+@pytest.mark.slow
 def test_same_seed_same_first_step(tmp_path):
     splits, item_emb, intents = synthetic_inputs()
     mesh = sharding.make_mesh()
@@ -85,6 +87,7 @@ def test_non_finite_loss_stops_with_step(tmp_path, monkeypatch):
         trainer.fit(task)
 
 
+@pytest.mark.slow
 def test_stage_made_with_another_config_starts_over(tmp_path):
     mesh = sharding.make_mesh()
     inputs = _inputs()

@@ -27,10 +27,17 @@ def _fit(tmp_path, cfg, stage, init=None, inputs=None):
     return task, trainer, trainer.fit(task)
 
 
+def _jit_step(task, em_pass):
+    """`task.train_step` for one pass, jitted as the Trainer does; a new function on every call,
+    so it is traced with the task's current settings."""
+    return jax.jit(lambda state, batch: task.train_step(state, batch, em_pass))
+
+
 def _leaves_equal(a, b):
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_three_stages_freeze_the_other_network_and_learn(tmp_path):
     cfg = small_config(max_epochs=10)
     posterior, prior, em_stage = em.main_plan()
@@ -51,6 +58,7 @@ def test_three_stages_freeze_the_other_network_and_learn(tmp_path):
     assert fit3.final_metrics["valid/prior/hit@10"] > 0.4
 
 
+@pytest.mark.slow
 def test_faithful_same_y_m_trains_item_intent(tmp_path):
     cfg = small_config(max_epochs=1, faithful_same_y_m=True)
     posterior, prior, _ = em.main_plan()
@@ -63,6 +71,7 @@ def test_faithful_same_y_m_trains_item_intent(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -76,6 +85,7 @@ def test_faithful_switches_run(tmp_path, overrides):
     assert np.isfinite(fit.final_metrics["valid/prior/ndcg@10"])
 
 
+@pytest.mark.slow
 def test_fusion_baseline_has_no_kl(tmp_path):
     cfg = small_config(max_epochs=2)
     (stage,) = em.PHASE_PLANS["fusion"]
@@ -107,6 +117,7 @@ def test_full_softmax_logits_are_a_softmax_over_every_real_item():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_log_z_is_cached_per_epoch_and_equals_the_in_step_value():
     splits, item_emb, intents = synthetic_inputs()
     mesh = sharding.make_mesh()
@@ -124,14 +135,14 @@ def test_log_z_is_cached_per_epoch_and_equals_the_in_step_value():
     batch = next(task.train_batches(0))
     assert batch.pop("pass") == "E" and "user" not in batch and "history" not in batch
     placed = sharding.place_batch(batch, mesh)
-    _, cached = task.train_step(state, placed, "E")
+    _, cached = _jit_step(task, "E")(state, placed)
     task._cache_log_z = False  # computed inside the step instead
-    _, fresh = task.train_step(state, placed, "E")
+    _, fresh = _jit_step(task, "E")(state, placed)
     task._cache_log_z = True
     for k in ("kl", "rank", "loss"):
         np.testing.assert_allclose(cached[k], fresh[k], rtol=1e-5)
     # After an M step changes the prior, the next epoch's refresh follows it.
-    moved, _ = task.train_step(state, placed, "M")
+    moved, _ = _jit_step(task, "M")(state, placed)
     assert not np.allclose(log_z(moved.params["prior"]), state.extras["log_z"])
     refreshed = task.on_epoch_start(moved, 1)
     np.testing.assert_allclose(refreshed.extras["log_z"], log_z(moved.params["prior"]), rtol=1e-5)
@@ -160,6 +171,7 @@ def _text_inputs():
     return splits, item_emb, intents, item_text.astype(np.float32)
 
 
+@pytest.mark.slow
 def test_item_text_and_residual_terms_enter_training_and_evaluation(tmp_path):
     splits, item_emb, intents, item_text = _text_inputs()
     cfg = small_config(
@@ -171,7 +183,7 @@ def test_item_text_and_residual_terms_enter_training_and_evaluation(tmp_path):
     task = em.EMTask(
         cfg, stage, splits, item_emb, intents, None, sharding.make_mesh(), item_text=item_text
     )
-    state = task.create_state(jax.random.key(0))
+    state = jax.jit(task.create_state)(jax.random.key(0))
     batch = next(iter(task.eval_batches("valid")))
     # The prior head's full-ranking scores: (mixture + beta h) . e_y + gamma x . t_y.
     prior = state.params["prior"]
@@ -179,16 +191,39 @@ def test_item_text_and_residual_terms_enter_training_and_evaluation(tmp_path):
     vecs = task.prior.apply(prior, method="intent_item_vectors")
     want = (np.asarray(p) @ np.asarray(vecs) + 0.5 * batch["h"]) @ item_emb.T
     want = want + 2.0 * batch["x"] @ item_text.T
-    sums = task.eval_step(state, batch)
+    sums = jax.jit(task.eval_step)(state, batch)
     ref = ranking_sums(want, batch, cfg.mask_history)
     np.testing.assert_allclose(sums["prior/ndcg@10"][0], ref["ndcg@10"][0], rtol=1e-4)
     # The M step trains gamma.
     m_batch = next(b for b in task.train_batches(0) if b["pass"] == "M")
-    new_state, terms = task.train_step(
-        state, {k: v for k, v in m_batch.items() if k != "pass"}, "M"
+    new_state, terms = _jit_step(task, "M")(
+        state, {k: v for k, v in m_batch.items() if k != "pass"}
     )
     assert float(new_state.params["prior"]["params"]["text_item_log_scale"]) != 0.0
     assert np.isfinite(float(terms["loss"]))
+
+
+@pytest.mark.parametrize("text, mask", [(False, True), (True, True), (True, False)])
+def test_item_chunked_eval_step_equals_the_full_one(text, mask):
+    # Scoring 7 of the 41 item ids at a time under a running top-k (eval_item_chunk) must give
+    # every head's full-ranking sums, the prior's item-text and residual terms included.
+    splits, item_emb, intents, item_text = _text_inputs()
+    extra = {"residual_weight": 0.5, "text_item_weight": 2.0} if text else {}
+    sums = []
+    for chunk in (0, 7):
+        cfg = small_config(eval_item_chunk=chunk, mask_history=mask, **extra)
+        task = em.EMTask(
+            cfg, em.main_plan()[2], splits, item_emb, intents, None, sharding.make_mesh(),
+            item_text=item_text if text else None,
+        )  # fmt: skip
+        state = task.create_state(jax.random.key(0))
+        step = jax.jit(task.eval_step)
+        sums.append([jax.device_get(step(state, b)) for b in task.eval_batches("valid")])
+    for got, want in zip(sums[1], sums[0]):
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
+    assert sum(float(s["prior/hit@20"][0]) for s in sums[0]) > 0  # not a vacuous comparison
 
 
 def ranking_sums(scores, batch, mask_history):
@@ -199,6 +234,7 @@ def ranking_sums(scores, batch, mask_history):
     )
 
 
+@pytest.mark.slow
 def test_entropy_and_top_k_switches_run(tmp_path):
     cfg = small_config(max_epochs=1, m_entropy_weight=0.1, prior_top_k=2)
     _, _, fit = _fit(tmp_path, cfg, em.main_plan()[2])

@@ -1,12 +1,16 @@
 """The encode stage on the tiny config: shapes, unit norms, order, skip and cache reuse."""
 
 import numpy as np
+import pytest
 
 from configs import tiny
 from latentcrs_jax.data import dataset
 from latentcrs_jax.simulator import stage as simulate_stage
 from latentcrs_jax.text import encode
 from latentcrs_jax.text import stage as encode_stage
+
+# The session's tiny workdirs: one xdist worker runs all their users (`--dist loadgroup`).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_workdir")]
 
 
 def test_encode_stage_outputs(tiny_encoded_workdir):

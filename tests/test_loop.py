@@ -91,6 +91,7 @@ def test_fit_compiles_once_and_writes_metrics(tmp_path):
     assert final["best_epoch"] == res.best_epoch
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_identical_metrics(tmp_path):
     straight = loop.Trainer(_cfg(), tmp_path / "a").fit(FakeTask())
 

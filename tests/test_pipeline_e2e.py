@@ -1,17 +1,26 @@
-"""The whole pipeline on the tiny config: every stage runs, a second run skips them all."""
+"""The whole pipeline on the tiny config: every stage runs, a second run skips them all.
+
+The stages up to training ran in the session's `tiny_trained_workdir` (`pipeline.run(...,
+until="train")`, every EM plan); here `pipeline.run` continues a copy of it through evaluation,
+the multi-turn table and the report, then runs again and must skip everything.
+"""
 
 import shutil
+
+import pytest
 
 from configs import tiny
 from latentcrs_jax import pipeline
 from latentcrs_jax.training import em_stage
 
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_workdir")]
 
-def test_pipeline_end_to_end_then_skips(tiny_encoded_workdir, tmp_path, monkeypatch):
+
+def test_pipeline_end_to_end_then_skips(tiny_trained_workdir, tmp_path, monkeypatch):
     workdir = tmp_path / "w"
-    shutil.copytree(tiny_encoded_workdir, workdir)
+    shutil.copytree(tiny_trained_workdir, workdir)
     config = tiny.get_config()
-    config.em_plans = ("latentcrs", "fusion")
+    config.em_plans = ("latentcrs", "fusion")  # trained: a subset of the workdir's plans
     config.multi_turn.num_samples = 10
     config.multi_turn.rounds = 2
     lines = []

@@ -74,7 +74,7 @@ def test_negatives_avoid_the_whole_user_sequence():
         )
 
 
-@pytest.mark.parametrize("loss", ["iclrec", "ce"])
+@pytest.mark.parametrize("loss", [pytest.param("iclrec", marks=pytest.mark.slow), "ce"])
 def test_same_seed_gives_bit_identical_first_step(loss):
     data = pretrain_data.build_sequence_data(_sequences(), N_ITEMS, MODEL.max_len)
     mesh = sharding.make_mesh()
@@ -125,20 +125,7 @@ def _records(path):
     return keep
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """A persistent compilation cache, so runs that rebuild the same step compile it once."""
-    old = (
-        jax.config.jax_compilation_cache_dir,
-        jax.config.jax_persistent_cache_min_compile_time_secs,
-    )
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-
-
+@pytest.mark.slow
 def test_run_resume_and_artefacts(tmp_path):
     seqs = _sequences()
     straight = pretrain_stage.train(seqs, N_ITEMS, MODEL, _cfg(max_epochs=3), tmp_path / "a")
@@ -196,6 +183,7 @@ def test_ce_microbatches_give_the_whole_batch_loss_and_gradient():
         _cfg(loss="ce", microbatch=3)
 
 
+@pytest.mark.slow
 def test_iclrec_microbatches_give_the_whole_batch_step():
     # Without dropout, encoding (sequence, views) m rows at a time under remat must give the
     # whole-batch losses and update.
@@ -214,6 +202,7 @@ def test_iclrec_microbatches_give_the_whole_batch_step():
         chex.assert_trees_all_close(params, results[0][1], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_bce_loss_is_the_iclrec_step_without_its_contrastive_terms():
     # Same dropout draws for the sequence, so the update must equal ICLRec's with both
     # contrastive weights at 0; with them on, the step differs.
@@ -322,6 +311,7 @@ _MULTI_DEVICE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_one_vs_four_devices_same_loss_trajectory():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     env["JAX_PLATFORMS"] = "cpu"
@@ -352,6 +342,7 @@ def test_length_buckets_cover_every_user_once_with_enough_width():
     assert sorted(seen) == sorted(want)
 
 
+@pytest.mark.slow
 def test_benchmark_reports_pretrain_throughput():
     from latentcrs_jax.training.pretrain import benchmark as benchmark_pretrain
 

@@ -9,6 +9,9 @@ from configs import tiny
 from latentcrs_jax.evaluation import one_turn, ranking, recommenders
 from latentcrs_jax.simulator import stage as simulate_stage
 
+# The session's tiny workdirs: one xdist worker runs all their users (`--dist loadgroup`).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_workdir")]
+
 
 @pytest.fixture(scope="module")
 def loaded(tiny_trained_workdir):

@@ -136,7 +136,9 @@ def test_query_blocks_cover_the_positions():
     assert sasrec_layers.query_blocks(30, 0) == [(0, 30)]
 
 
-@pytest.mark.parametrize("blocks", [2, 3, 8])
+@pytest.mark.parametrize(
+    "blocks", [pytest.param(2, marks=pytest.mark.slow), 3, pytest.param(8, marks=pytest.mark.slow)]
+)
 def test_block_causal_attention_equals_full_at_real_positions(params, blocks, monkeypatch):
     """Skipping the causally masked key blocks changes nothing a real position sees (the
     masked keys' weights underflow to exactly 0); value and gradient of a loss over real
@@ -151,12 +153,11 @@ def test_block_causal_attention_equals_full_at_real_positions(params, blocks, mo
         out = model.apply(p, seq, deterministic=True)
         return jnp.sum(jnp.where(real[..., None], jnp.tanh(out), 0.0)), out
 
-    (l_plain, out_plain), g_plain = jax.value_and_grad(lambda p: loss(plain, p), has_aux=True)(
-        params
-    )
-    (l_block, out_block), g_block = jax.value_and_grad(lambda p: loss(blocked, p), has_aux=True)(
-        params
-    )
+    def value_and_grad(model):  # jitted: one compilation instead of op-by-op dispatch
+        return jax.jit(jax.value_and_grad(lambda p: loss(model, p), has_aux=True))(params)
+
+    (l_plain, out_plain), g_plain = value_and_grad(plain)
+    (l_block, out_block), g_block = value_and_grad(blocked)
     np.testing.assert_allclose(np.asarray(out_block)[real], np.asarray(out_plain)[real], atol=1e-5)
     np.testing.assert_allclose(l_block, l_plain, rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_block)):

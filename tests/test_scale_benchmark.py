@@ -49,6 +49,8 @@ def test_driver_runs_stages_in_children_and_writes_json_and_plot(tmp_path):
         assert 0 < prep["peak_rss_gib"] < 4
     assert set(report["exponents"]["prepare"]) == {"exponent_users"}
     assert (tmp_path / "scale.png").read_bytes()[:4] == b"\x89PNG"
+    table = (tmp_path / "scale.md").read_text().splitlines()
+    assert table[2].startswith("| 200 | 100 | ") and " GiB) | " in table[2]
 
 
 def test_driver_rejects_a_bad_size(tmp_path):

@@ -77,6 +77,11 @@ class EMConfig:
     m_entropy_weight: float = 0.0
     residual_weight: float = 0.0
     text_item_weight: float = 0.0
+    eval_item_chunk: int = 0
+
+    def __post_init__(self):
+        if self.eval_item_chunk < 0:
+            raise ValueError(f"eval_item_chunk must be >= 0, got {self.eval_item_chunk}")
 
     @classmethod
     def from_config(cls, section) -> "EMConfig":
@@ -105,6 +110,8 @@ EM_NEUTRAL = {
     "residual_weight": 0.0,
     "text_item_weight": 0.0,
 }
+# Fields that change speed or memory, not the trained networks: never fingerprinted.
+EM_SPEED_ONLY = ("eval_item_chunk",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -452,24 +459,45 @@ class EMTask:
         _, prior = self.prior.apply(params["prior"], batch["h"], batch["x"], deterministic=True)
         return {"prior": prior, "posterior": post, "backbone": batch["h"]}
 
-    def eval_step(self, state, batch) -> ranking.Sums:
+    def _head_scores(self, state, batch, head: str, vec: jax.Array, ids=None) -> jax.Array:
+        """float32[B, C] scores of ids int32[C] (None: all N+1), the prior's text term included."""
         emb = state.extras["item_emb"]
+        scores = vec @ (emb if ids is None else jnp.take(emb, ids, axis=0)).T
+        if head == "prior" and self.text_item:
+            text = state.extras["item_text"]
+            scores = scores + self.prior.apply(
+                state.params["prior"],
+                batch["x"],
+                text if ids is None else jnp.take(text, ids, axis=0),
+                method="text_item_scores",
+            )
+        return scores
+
+    def eval_step(self, state, batch) -> ranking.Sums:
+        """Every head's full-ranking sums; with `eval_item_chunk`, items are scored that many
+        at a time under a running top-k (never the [B, N+1] score matrix)."""
+        num_ids = state.extras["item_emb"].shape[0]
         out = {}
         for head, vec in self.head_vectors(state.params, batch).items():
-            scores = vec @ emb.T
-            if head == "prior" and self.text_item:
-                scores = scores + self.prior.apply(
-                    state.params["prior"],
-                    batch["x"],
-                    state.extras["item_text"],
-                    method="text_item_scores",
+            if self.cfg.eval_item_chunk:
+                top_scores, top_ids = ranking.chunked_top_k(
+                    lambda ids, head=head, vec=vec: self._head_scores(state, batch, head, vec, ids),
+                    num_ids,
+                    vec.shape[0],
+                    batch["history"],
+                    chunk_size=self.cfg.eval_item_chunk,
+                    mask_history=self.cfg.mask_history,
                 )
-            sums = ranking.full_ranking_metrics(
-                scores,
-                batch["target"],
-                batch["history"],
-                batch["valid"],
-                mask_history=self.cfg.mask_history,
-            )
+                sums = ranking.metrics_from_top_k(
+                    top_ids, top_scores, batch["target"], batch["valid"]
+                )
+            else:
+                sums = ranking.full_ranking_metrics(
+                    self._head_scores(state, batch, head, vec),
+                    batch["target"],
+                    batch["history"],
+                    batch["valid"],
+                    mask_history=self.cfg.mask_history,
+                )
             out.update({f"{head}/{k}": v for k, v in sums.items()})
         return out

@@ -132,7 +132,7 @@ def run_phase(
     """Runs (or skips, when finished) one EM phase; returns its `final_metrics.json`."""
     # The prior's extensions play no part in the posterior-only phase: its runs are shared.
     posterior_only = phase.passes == ("E",) and dict(phase.overrides).get("e_kl_weight") == 0.0
-    skip = tuple(em.EM_NEUTRAL) if posterior_only else ()
+    skip = em.EM_SPEED_ONLY + (tuple(em.EM_NEUTRAL) if posterior_only else ())
     em_section = stage_manifest.section(dataclasses.asdict(cfg), skip=skip, neutral=em.EM_NEUTRAL)
     fp = stage_manifest.fingerprint(upstream=inputs.upstream, em=em_section, stage=_hashed(phase))
     if stage_manifest.is_complete(out, fp):
