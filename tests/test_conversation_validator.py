@@ -241,11 +241,17 @@ def test_llm_only_resolves_titles_and_counts_misses(serve):
         {"titles": ["Heat (1995)", "Fargo", "Heat", "Jaws (1975)", "Star Warz", "heat 1995"]}
     )
     usage = {"prompt_tokens": 50, "completion_tokens": 20}
-    server = serve(lambda n, body: ("ok", reply, usage) if n == 0 else ("ok", "no idea"))
+
+    def script(n, body):  # By content: the two requests are sent concurrently, in any order.
+        funny = "user: A funny film please\n" in body["messages"][0]["content"]
+        return ("ok", reply, usage) if funny else ("ok", "no idea")
+
+    server = serve(script)
     rec = lr.LLMRecommender(_items(), "movies", _client(server.url), num_titles=6)
     first, bad = rec.recommend_many([TURNS, [{"role": "user", "text": "other"}]])
-    prompt = server.requests[0]["messages"][0]["content"]
-    assert "recommend 6 movies" in prompt and "user: A funny film please\n" in prompt
+    prompts = [r["messages"][0]["content"] for r in server.requests]
+    assert len(prompts) == 2 and all("recommend 6 movies" in p for p in prompts)
+    assert sum("user: A funny film please\n" in p for p in prompts) == 1
     # "Heat" alone is ambiguous (1986 and 1995): a miss; "Jaws" is not in the catalogue;
     # "Star Warz" is a confident fuzzy match; the repeated Heat (1995) is kept once.
     assert first.items == [3, 6, 1] and first.unresolved == ["Heat", "Jaws (1975)"]
