@@ -200,10 +200,11 @@ def benchmark_encoder(
     settings = encode.TextSettings.from_config(config.text)
     encoder = encode.TextEncoder.from_settings(settings)
     texts = benchmark_texts(texts_path, num_texts)
-    result = encode.benchmark_encoder(encoder, texts, settings.batch_size, repeats)
+    result = encode.benchmark_encoder(encoder, texts, repeats=repeats)
     return {
         "encoder/sentences_per_s": result["sentences_per_s"],
         "encoder/batch_size": settings.batch_size,
+        "encoder/batch_tokens": settings.batch_tokens,
     }
 
 
