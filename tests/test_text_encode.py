@@ -177,11 +177,11 @@ def test_token_budget_compiles_a_bounded_number_of_times():
 
 
 def test_token_budget_equals_fixed_batches_and_old_buckets():
-    texts = _texts(61, seed=3) + ["", "dup", "dup"]
+    texts = _texts(29, seed=3) + ["", "dup", "dup"]
     old = _tiny_encoder(buckets=(16, 32, 64), batch_tokens=0)  # The earlier batching.
-    new = _tiny_encoder(buckets=(8, 16, 24, 32, 40, 48, 56, 64), batch_tokens=96)
+    new = _tiny_encoder(buckets=(8, 16, 24, 32, 48, 64), batch_tokens=96)
     reference = old.encode(texts)
-    for got in (new.encode(texts), new.encode(texts, batch_tokens=40), new.encode(texts, 5)):
+    for got in (new.encode(texts), new.encode(texts, 5)):
         np.testing.assert_allclose(got, reference, atol=2e-6)
     perm = np.random.default_rng(1).permutation(len(texts))
     np.testing.assert_allclose(new.encode([texts[i] for i in perm]), reference[perm], atol=2e-6)
