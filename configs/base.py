@@ -91,7 +91,8 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     """Pretrain section: ICLRec (or SASRec-CE) training of the backbone and the K intents."""
     p = ml_collections.ConfigDict()
     p.loss = "iclrec"  # "iclrec" (BCE + instance + intent contrast) | "ce" (full-softmax CE)
-    # | "bce" (ICLRec's next-item BCE alone, no contrastive terms).
+    # | "bce" (ICLRec's next-item BCE alone, no contrastive terms) | "ce_intent" (CE plus
+    # ICLRec's intent term, K-means every epoch: the intent-aligned backbone, `apply_aligned`).
     p.batch_size = 256  # Training sequences per step (one per user).
     p.eval_batch_size = 256  # Users per full-ranking eval batch.
     p.lr = 1e-3  # Adam learning rate (betas 0.9/0.999, no weight decay).
@@ -101,7 +102,8 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.patience = 40  # Early-stopping patience in epochs.
     p.early_stop_metric = "valid/ndcg@20"  # Metric watched by early stopping (higher is better).
     p.cf_weight = 0.1  # Weight of the instance InfoNCE per augmentation pair.
-    p.intent_cf_weight = 0.1  # Weight of the intent contrast per augmentation pair.
+    p.intent_cf_weight = 0.1  # Weight of the intent contrast per augmentation pair (iclrec,
+    # ce_intent).
     p.temperature = 1.0  # Softmax temperature of both contrastive losses.
     p.n_views = 3  # Augmented views: C(n_views, 2) pairs (ML-1M 3, CDs/VG 2).
     p.num_intents = 512  # K-means K (ML-1M 512, Video Games 256, CDs 128).
@@ -259,6 +261,15 @@ def apply_plus(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Sets the LatentCRS+ switches (`PLUS`) in `config.em`."""
     for key, value in PLUS.items():
         config.em[key] = value
+    return config
+
+
+def apply_aligned(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The intent-aligned backbone (beyond the paper, issue 18): SASRec-CE plus ICLRec's intent
+    term with its weight `pretrain.intent_cf_weight` (K-means every epoch), on full-width
+    batches (the term pools over every position, so no length buckets)."""
+    config.pretrain.loss = "ce_intent"
+    config.pretrain.length_buckets = 0
     return config
 
 

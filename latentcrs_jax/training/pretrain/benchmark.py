@@ -85,7 +85,7 @@ def benchmark(
     state = jax.jit(task.create_state, out_shardings=repl)(jax.random.PRNGKey(0))
     t0 = time.perf_counter()
     kmeans_s = float("nan")
-    if cfg.loss == "iclrec":
+    if task.clusters_each_epoch:
         state = task.on_epoch_start(state, 0)
         kmeans_s = time.perf_counter() - t0
     step = jax.jit(task.train_step, donate_argnums=(0,), out_shardings=(repl, repl))

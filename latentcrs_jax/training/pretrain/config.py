@@ -8,8 +8,11 @@ from latentcrs_jax.models import sasrec
 
 # "iclrec": next-item BCE + instance and intent contrast (the authors'); "ce": full-softmax
 # cross-entropy (SASRec-CE); "bce": ICLRec's next-item BCE alone (SASRec as ICLRec trains it,
-# without the contrastive terms: the ablation that shows what they add).
-LOSSES = ("iclrec", "ce", "bce")
+# without the contrastive terms: the ablation that shows what they add); "ce_intent": SASRec-CE
+# plus ICLRec's intent term (the intent-aligned backbone, beyond the paper).
+LOSSES = ("iclrec", "ce", "bce", "ce_intent")
+# The losses with ICLRec's intent term (K-means every epoch, augmented views).
+INTENT_LOSSES = ("iclrec", "ce_intent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +56,11 @@ class PretrainConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"pretrain.loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.length_buckets and self.loss == "iclrec":
+        if self.length_buckets and self.loss in INTENT_LOSSES:
             raise ValueError(
-                "length_buckets does not apply to loss='iclrec' (its in-batch contrast wants "
-                "random batches, and its losses read every padding position)"
+                f"length_buckets does not apply to loss={self.loss!r} (its in-batch contrast "
+                "wants random batches, and its intent term pools over every padding position); "
+                "set pretrain.length_buckets=0"
             )
         if not set(self.eval_splits) <= {"valid", "test"} or "valid" not in self.eval_splits:
             raise ValueError(
@@ -70,8 +74,8 @@ class PretrainConfig:
             raise ValueError(
                 f"microbatch={self.microbatch} must divide batch_size={self.batch_size}"
             )
-        if self.loss == "iclrec" and self.n_views < 2:
-            raise ValueError(f"n_views must be >= 2 for the iclrec loss, got {self.n_views}")
+        if self.loss in INTENT_LOSSES and self.n_views < 2:
+            raise ValueError(f"n_views must be >= 2 for the {self.loss} loss, got {self.n_views}")
 
 
 def model_config_from(backbone, num_items: int) -> sasrec.SASRecConfig:

@@ -28,6 +28,7 @@ from latentcrs_jax.models import sasrec
 from latentcrs_jax.training import kmeans, loop, sharding
 from latentcrs_jax.training.pretrain.bce import BCETask
 from latentcrs_jax.training.pretrain.ce import CETask
+from latentcrs_jax.training.pretrain.ce_intent import CEIntentTask
 from latentcrs_jax.training.pretrain.config import (
     PretrainConfig,
     model_config_from,
@@ -37,7 +38,12 @@ from latentcrs_jax.training.pretrain.data import SequenceData, build_sequence_da
 from latentcrs_jax.training.pretrain.iclrec import ICLRecTask
 from latentcrs_jax.training.pretrain.task import PretrainTask
 
-TASKS: dict[str, type[PretrainTask]] = {"iclrec": ICLRecTask, "ce": CETask, "bce": BCETask}
+TASKS: dict[str, type[PretrainTask]] = {
+    "iclrec": ICLRecTask,
+    "ce": CETask,
+    "bce": BCETask,
+    "ce_intent": CEIntentTask,
+}
 
 # Pretrain fields that change speed, memory or logging, not the trained model (up to float
 # rounding; `microbatch` also changes which dropout masks are drawn, not their distribution).
@@ -114,7 +120,7 @@ def train(
     )
     fit = trainer.fit(task)
     best = fit.best_state
-    if cfg.loss == "iclrec" and cfg.faithful_centroid_timing:
+    if task.clusters_each_epoch and cfg.faithful_centroid_timing:
         centroids = np.asarray(jax.device_get(best.extras["centroids"]))  # start of best epoch
     else:
         centroids = task.fit_clusters(best.params).centroids  # from the best weights

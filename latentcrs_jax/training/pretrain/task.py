@@ -1,6 +1,7 @@
 """What every backbone task shares: state, host batches, the encoder scan, K-means over the
 sequence embeddings and the full-ranking evaluation. One subclass per loss family defines
-`train_step` (`iclrec.ICLRecTask`, `bce.BCETask`, `ce.CETask`; `stage.make_task` picks one).
+`train_step` (`iclrec.ICLRecTask`, `bce.BCETask`, `ce.CETask`, `ce_intent.CEIntentTask`;
+`stage.make_task` picks one).
 """
 
 import dataclasses
@@ -28,6 +29,8 @@ class PretrainTask:
     # Block-causal attention is exact at real positions only: not for losses that pool over
     # every position (ICLRec's contrast).
     block_causal = True
+    # K-means runs at every epoch's start (centroids in `TrainState.extras`).
+    clusters_each_epoch = False
 
     def __init__(
         self, data: SequenceData, model_cfg: sasrec.SASRecConfig, cfg: PretrainConfig, mesh
