@@ -98,33 +98,34 @@ def _task(**kw):
 
 
 def test_intent_term_gradient_reaches_the_encoder():
-    task = _task()
+    task = _task(intent_cf_weight=0.3)
     state = task.on_epoch_start(task.create_state(jax.random.PRNGKey(0)), 0)
     assert float(jnp.abs(state.extras["centroids"]).sum()) > 0  # this epoch's K-means
     batch = next(task.train_batches(0))
     seqs, keys = task.sequences_and_views(state, batch)
     assert seqs.shape == (7, 8, MODEL.max_len)  # the sequence and C(3, 2) = 3 pairs of views
+    cents = state.extras["centroids"]
 
-    def intent_only(params):
-        return task.loss(params, batch, seqs, keys, state.extras["centroids"])[1]["intent_loss"]
+    def parts(params):
+        aux = task.loss(params, batch, seqs, keys, cents)[1]
+        return aux["rec_loss"], aux["intent_loss"]
 
-    grads = jax.grad(intent_only)(state.params)["params"]
-    encoder = {k: v for k, v in grads.items() if k != "item_embed"}
-    assert "pos_embed" in encoder and len(encoder) > 1  # the blocks too
+    @jax.jit
+    def gradients(params):
+        _, vjp = jax.vjp(parts, params)
+        one, zero = jnp.ones(()), jnp.zeros(())
+        total = jax.grad(lambda p: task.loss(p, batch, seqs, keys, cents)[0])(params)
+        return vjp((one, zero))[0], vjp((zero, one))[0], total
+
+    g_ce, g_intent, g_total = gradients(state.params)
+    # The step's gradient is CE's plus the weight times the intent term's.
+    chex.assert_trees_all_close(
+        g_total, jax.tree.map(lambda a, b: a + 0.3 * b, g_ce, g_intent), rtol=1e-4, atol=1e-7
+    )
+    encoder = {k: v for k, v in g_intent["params"].items() if k != "item_embed"}
+    assert "pos_embed" in encoder and len(encoder) > 2  # embeddings' LayerNorm and the blocks
     for name, g in encoder.items():
         assert float(optax.tree.norm(g)) > 1e-6, name
-    # Weighted into the step: the same CE, another update of every encoder weight.
-    steps = {}
-    for w in (0.1, 1.0):
-        t = _task(intent_cf_weight=w)
-        s = t.on_epoch_start(t.create_state(jax.random.PRNGKey(0)), 0)
-        steps[w] = jax.jit(t.train_step)(s, batch)
-    assert float(steps[0.1][1]["rec_loss"]) == pytest.approx(float(steps[1.0][1]["rec_loss"]))
-    a, b = (steps[w][0].params["params"] for w in (0.1, 1.0))
-    for name in encoder:
-        assert not all(
-            np.allclose(x, y) for x, y in zip(jax.tree.leaves(a[name]), jax.tree.leaves(b[name]))
-        ), name
 
 
 def test_weight_zero_is_the_sasrec_ce_step():
@@ -141,6 +142,7 @@ def test_weight_zero_is_the_sasrec_ce_step():
     chex.assert_trees_all_close(results["zero"][1], results["ce"][1], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_aligned_variant_trains_through_the_pretrain_stage(tmp_path):
     config = tiny.get_config("aligned")
     config.pretrain.max_epochs = 2
