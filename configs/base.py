@@ -111,6 +111,8 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.mask_history_in_eval = True  # Mask the input prefix's items when ranking (ICLRec does).
     p.eval_item_chunk = 0  # Score items this many at a time in eval; 0 = all at once.
     p.ce_chunk = 512  # Positions per chunk of the fused CE loss (never the [B, L, N] logits).
+    p.checkpoint_interval_s = 60.0  # At most one checkpoint per this many seconds (the end of
+    # the run and its best epoch are always saved); 0 = every epoch. Speed only.
     p.eval_splits = ("valid",)  # Evaluated every epoch; ("valid", "test") also logs test curves.
     p.microbatch = 16  # Sequences per scan step of a train step (cache-sized); 0 = the batch.
     p.length_buckets = 0  # Not iclrec: batch similar lengths, trim pad columns (N widths); 0 = off.
@@ -128,6 +130,8 @@ def get_em_config() -> ml_collections.ConfigDict:
     e.batch_size = 480  # Training samples per step (authors: 480).
     e.eval_batch_size = 480  # Users per full-ranking eval batch.
     e.eval_item_chunk = 0  # Score items this many at a time in eval; 0 = all at once.
+    e.checkpoint_interval_s = 60.0  # At most one checkpoint per this many seconds (the end of
+    # a phase and its best epoch are always saved); 0 = every epoch. Speed only.
     e.learning_rate = 1e-3  # Adam learning rate (one Adam per network).
     e.lr_end_factor = 0.01  # Linear LR decay to lr * this (the authors' intended LinearLR)
     e.lr_decay_epochs = 50  # over this many epochs, constant afterwards; see faithful_lr.

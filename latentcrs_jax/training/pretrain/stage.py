@@ -44,6 +44,7 @@ TASKS: dict[str, type[PretrainTask]] = {"iclrec": ICLRecTask, "ce": CETask, "bce
 SPEED_ONLY = (
     "eval_batch_size",
     "eval_item_chunk",
+    "checkpoint_interval_s",
     "ce_chunk",
     "remat",
     "query_blocks",
@@ -108,6 +109,7 @@ def train(
             early_stop_metric=cfg.early_stop_metric,
             eval_splits=cfg.eval_splits,
             seed=cfg.seed,
+            checkpoint_interval_s=cfg.checkpoint_interval_s,
         ),
         stage_dir,
         mesh,
