@@ -65,4 +65,4 @@ def same_as_process_0(flag: bool) -> bool:
     collective follows, such as a time-based checkpoint save, must not differ between them."""
     if jax.process_count() == 1:
         return bool(flag)
-    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.bool_)))
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
