@@ -127,7 +127,7 @@ def get_em_config() -> ml_collections.ConfigDict:
     e = ml_collections.ConfigDict()
     e.batch_size = 480  # Training samples per step (authors: 480).
     e.eval_batch_size = 480  # Users per full-ranking eval batch.
-    e.eval_item_chunk = 0  # Score items this many at a time in eval; 0 = all at once.
+    e.eval_item_chunk = 0  # Items scored at a time in EM eval and the one-turn table; 0 = all.
     e.learning_rate = 1e-3  # Adam learning rate (one Adam per network).
     e.lr_end_factor = 0.01  # Linear LR decay to lr * this (the authors' intended LinearLR)
     e.lr_decay_epochs = 50  # over this many epochs, constant afterwards; see faithful_lr.
@@ -181,6 +181,7 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
         "llm_only",
     )
     m.batch_size = 256  # Dialogues scored per recommender call (padded: one compile).
+    m.item_chunk = 0  # Rank items this many at a time (running top-k); 0 = all at once.
     m.faithful_filter_order = False  # True: feature matches outrank the shown push-back (authors).
     # Dialogue-state tracker (multi-turn and chat): "rules" (FeatureVocab matcher, keyless,
     # deterministic) | "llm" (the paper's JSON prompt on an OpenAI-compatible endpoint,
