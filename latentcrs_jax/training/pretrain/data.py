@@ -70,6 +70,11 @@ class SequenceData:
     user_item_keys: np.ndarray
 
 
+def training_users(sequences: Sequence[np.ndarray]) -> np.ndarray:
+    """int32[T]: the users with a training sample (4+ items): the points K-means clusters."""
+    return np.array([u for u, s in enumerate(sequences) if len(s) >= 4], np.int32)
+
+
 def build_sequence_data(
     sequences: Sequence[np.ndarray], num_items: int, max_len: int, augment_window: int = 0
 ) -> SequenceData:
@@ -88,7 +93,7 @@ def build_sequence_data(
     for u, s in enumerate(seqs):
         if len(s) and (s.min() < 1 or s.max() > num_items):
             raise ValueError(f"user {u} has item ids outside 1..{num_items}")
-    train_users = np.array([u for u, s in enumerate(seqs) if len(s) >= 4], np.int32)
+    train_users = training_users(seqs)
     if len(train_users) == 0:
         raise ValueError("no user has the 4+ items needed for a training sample")
     train_in = [seqs[u][:-3] for u in train_users]
