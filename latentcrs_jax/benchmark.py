@@ -9,7 +9,9 @@ hidden, batch, negatives, history, text width), so no workdir is needed:
                          loop: host batch + placement + donated chained step
   full ranking           seconds and users/s of a three-head full-ranking pass over all
                          test users (placement and metric fetch included)
-  encoder                sentences/s of the text encoder at its batch size
+  encoder                sentences/s of the text encoder at its batch settings
+  encoder_shapes         (not by default) CPU and wall us per padded token of the encoder's
+                         jitted forward alone at several rows x length shapes
   peak RSS               of this process
 """
 
@@ -200,11 +202,26 @@ def benchmark_encoder(
     settings = encode.TextSettings.from_config(config.text)
     encoder = encode.TextEncoder.from_settings(settings)
     texts = benchmark_texts(texts_path, num_texts)
-    result = encode.benchmark_encoder(encoder, texts, settings.batch_size, repeats)
+    result = encode.benchmark_encoder(encoder, texts, repeats=repeats)
     return {
         "encoder/sentences_per_s": result["sentences_per_s"],
         "encoder/batch_size": settings.batch_size,
+        "encoder/batch_tokens": settings.batch_tokens,
     }
+
+
+def benchmark_encoder_shapes(config) -> dict:
+    """CPU and wall microseconds per padded token of the encoder's jitted forward alone, at
+    the shapes of `encode.SHAPES` (rows x length), to tell the forward's cost from padding."""
+    from latentcrs_jax.text import encode
+
+    encoder = encode.TextEncoder.from_settings(encode.TextSettings.from_config(config.text))
+    out = {}
+    for r in encode.forward_cost(encoder):
+        key = f"encoder_shapes/{r['rows']}x{r['length']}"
+        out[f"{key}/cpu_us_per_token"] = r["cpu_us_per_token"]
+        out[f"{key}/wall_us_per_token"] = r["wall_us_per_token"]
+    return out
 
 
 def benchmark_pretrain(config, num_items: int, full_length: bool = False) -> dict:
@@ -237,5 +254,7 @@ def run(
         out.update(benchmark_em(config, num_items))
     if "encoder" in parts:
         out.update(benchmark_encoder(config, encoder_texts))
+    if "encoder_shapes" in parts:
+        out.update(benchmark_encoder_shapes(config))
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return out

@@ -9,7 +9,8 @@ and, over those files plus the Python sources (configs, latentcrs_jax, launch, t
 * every `method.md section N` / `method.md N.M` reference names a numbered heading of
   docs/method.md;
 * every quoted section reference such as `BUILD_NOTES.md, "Findings"` or `README "Results"`
-  names a heading of that file.
+  names a heading of that file;
+and, in each markdown file, every `see "Section"` names a heading of the same file.
 The checker itself is tested on small synthetic markdown strings first, so it fails on a
 broken link.
 """
@@ -34,6 +35,9 @@ _METHOD_REF = re.compile(
 _QUOTED_REF = re.compile(
     r"\b(README|BUILD_NOTES|docs/[a-z_]+)(?:\.md)?,?\s+\"([^\"\n]{2,80})\"", re.IGNORECASE
 )
+
+# see "Dataset format" (a heading of the same document).
+_SEE_REF = re.compile(r"\bsee \"([^\"]{2,80})\"", re.IGNORECASE)
 
 
 def markdown_files() -> list[pathlib.Path]:
@@ -156,6 +160,16 @@ def broken_quoted_refs(text: str, resolve=_target_file) -> list[str]:
     return bad
 
 
+def broken_see_refs(text: str) -> list[str]:
+    """`see "Section"` references in the markdown `text` naming none of its own headings."""
+    names = {_plain(h).strip().lower() for h in headings(text)}
+    return [
+        " ".join(m.group(1).split())
+        for m in _SEE_REF.finditer(_strip_code(text))
+        if " ".join(m.group(1).split()).lower() not in names
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # The checker on synthetic documents.
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +216,11 @@ def test_quoted_references_need_a_heading(tmp_path):
     assert bad == ['BUILD_NOTES "Bug switches"']
 
 
+def test_see_references_need_a_heading_of_the_same_file():
+    text = '# Doc\n## Bad input\nsee "Bad\ninput", see "Throughput", `see "In code"`\n'
+    assert broken_see_refs(text) == ["Throughput"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The repository's own documents.
 # ---------------------------------------------------------------------------------------------
@@ -230,3 +249,8 @@ def test_quoted_section_references_resolve():
         if found:
             bad[str(path.relative_to(ROOT))] = found
     assert bad == {}
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: p.name)
+def test_see_references_resolve(path):
+    assert broken_see_refs(path.read_text(encoding="utf-8")) == []

@@ -58,34 +58,76 @@ def test_parity_with_sentence_transformers(minilm, parity):
     sentences, reference, token_counts = parity
     counts = [len(ids) for ids in minilm.tokenize(sentences)]
     np.testing.assert_array_equal(counts, token_counts)
-    ours = minilm.encode(sentences, batch_size=8)  # The real bucketed path, 3 buckets used.
-    assert ours.shape == reference.shape and ours.dtype == np.float32
-    cosine = np.sum(ours * reference, 1) / (
-        np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1)
-    )
-    assert cosine.min() >= 0.99999, (cosine.argmin(), cosine.min())
-    assert np.abs(ours - reference).max() <= 1e-4
+    # The real bucketed paths: a fixed 8 sentences a batch, and the default token budget.
+    for ours in (minilm.encode(sentences, batch_size=8), minilm.encode(sentences)):
+        assert ours.shape == reference.shape and ours.dtype == np.float32
+        cosine = np.sum(ours * reference, 1) / (
+            np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1)
+        )
+        assert cosine.min() >= 0.99999, (cosine.argmin(), cosine.min())
+        assert np.abs(ours - reference).max() <= 1e-4
 
 
 def test_minilm_defaults(minilm):
     assert minilm.dim == 384 and minilm.max_length == 256
-    assert minilm.buckets == (16, 32, 64, 128, 256)
+    assert minilm.buckets == encode.DEFAULT_BUCKETS and minilm.buckets[-1] == 256
+    assert minilm.batch_tokens == encode.DEFAULT_BATCH_TOKENS
     assert minilm.model_id.startswith("all-MiniLM-L6-v2-") and minilm.model_id.endswith("len256")
     np.testing.assert_array_equal(minilm.tokenize(["", "  "]), [[101, 102], [101, 102]])
 
 
-def test_plan_batches_covers_every_text_once():
-    lengths = [3, 17, 5, 40, 2, 16, 9, 33, 8, 8, 64, 1]
-    plan = encode.plan_batches(lengths, (8, 16, 32, 64), batch_size=3)
+def _check_plan(plan, lengths, buckets, rows_for):
+    """Every text once, in its own bucket, full batches but each bucket's last, row bounds."""
     indices = np.concatenate([idx for idx, _ in plan])
     np.testing.assert_array_equal(np.sort(indices), np.arange(len(lengths)))
-    for idx, length in plan:
-        assert 1 <= len(idx) <= 3 and length in (8, 16, 32, 64)
-        assert all(lengths[i] <= length for i in idx)
-        assert all(encode.bucket_length(lengths[i], (8, 16, 32, 64)) == length for i in idx)
     assert [length for _, length in plan] == sorted(length for _, length in plan)
-    # The six lengths <= 8 fill two full batches of bucket 8.
-    assert [len(idx) for idx, length in plan if length == 8] == [3, 3]
+    for k, (idx, length) in enumerate(plan):
+        assert all(encode.bucket_length(lengths[i], buckets) == length for i in idx)
+        assert 1 <= len(idx) <= rows_for(length)
+        if k < len(plan) - 1 and plan[k + 1][1] == length:
+            assert len(idx) == rows_for(length)  # Only a bucket's last batch may be partial.
+
+
+def test_plan_batches_fixed_rows_covers_every_text_once():
+    lengths = [3, 17, 5, 40, 2, 16, 9, 33, 8, 8, 64, 1]
+    buckets = (8, 16, 32, 64)
+    plan = encode.plan_batches(lengths, buckets, batch_size=3)
+    _check_plan(plan, lengths, buckets, lambda length: 3)
+    assert [([lengths[i] for i in idx], length) for idx, length in plan] == [
+        ([1, 2, 3], 8),
+        ([5, 8, 8], 8),
+        ([9, 16], 16),
+        ([17], 32),
+        ([33, 40, 64], 64),
+    ]
+
+
+@pytest.mark.parametrize("budget", [1, 24, 64, 100, 256])
+def test_plan_batches_token_budget_bounds(budget):
+    rng = np.random.default_rng(budget)
+    lengths = rng.integers(2, 65, size=300).tolist()
+    buckets = (8, 16, 24, 32, 48, 64)
+    plan = encode.plan_batches(lengths, buckets, batch_size=1, batch_tokens=budget)
+    rows_for = encode.rows_rule(1, budget)
+    _check_plan(plan, lengths, buckets, rows_for)
+    for idx, length in plan:  # rows x length within the budget, or one over-long row.
+        assert len(idx) * length <= budget or len(idx) == 1
+    assert rows_for(8) == max(1, budget // 8) and rows_for(64) == max(1, budget // 64)
+
+
+def test_plan_batches_token_budget_by_hand():
+    # Budget 32: 4 rows at length 8, 2 at 16, 1 at 32. Sorted lengths 3 4 5 6 7 | 9 11 12 | 20.
+    lengths = [9, 3, 20, 4, 5, 12, 6, 7, 11]
+    plan = encode.plan_batches(lengths, (8, 16, 32), batch_size=99, batch_tokens=32)
+    assert [(idx.tolist(), length) for idx, length in plan] == [
+        ([1, 3, 4, 6], 8),
+        ([7], 8),
+        ([0, 8], 16),
+        ([5], 16),
+        ([2], 32),
+    ]
+    # An over-long text for the budget still gets a row of its own.
+    assert encode.plan_batches([30, 31], (32,), 1, batch_tokens=8)[1][0].tolist() == [1]
 
 
 def test_bucket_helpers():
@@ -98,6 +140,8 @@ def test_bucket_helpers():
         encode.normalize_buckets((16,), 1)
     with pytest.raises(ValueError, match="batch_size"):
         encode.plan_batches([3], (8,), 0)
+    with pytest.raises(ValueError, match="batch_tokens"):
+        encode.plan_batches([3], (8,), 4, batch_tokens=-1)
 
 
 def test_padded_rows_are_powers_of_two_up_to_the_batch():
@@ -106,7 +150,7 @@ def test_padded_rows_are_powers_of_two_up_to_the_batch():
 
 
 def test_compiles_a_bounded_number_of_times():
-    encoder = _tiny_encoder()  # batch_size 4: partial batches run as 1, 2 or 4 rows.
+    encoder = _tiny_encoder(batch_tokens=0)  # 4 rows: the last batch runs as 1, 2 or 4 rows.
     lengths = [len(ids) for ids in encoder.tokenize(_texts(40))]
     assert {encode.bucket_length(n, encoder.buckets) for n in lengths} == {8, 16, 32, 64}
     for seed in range(4):  # Different texts and counts, a bounded set of shapes.
@@ -119,6 +163,28 @@ def test_compiles_a_bounded_number_of_times():
     encoder.encode(["one short text"] * 5)  # 4 rows + 1 row.
     encoder.encode(["one short text"])
     assert encoder.num_traces <= traced + 2
+
+
+def test_token_budget_compiles_a_bounded_number_of_times():
+    encoder = _tiny_encoder(batch_tokens=64)  # Full batches: 8x8, 4x16, 2x32, 1x64.
+    for seed in range(6):
+        encoder.encode(_texts(25 + 7 * seed, seed))
+    # Per bucket: 8, 4, 2 or 1 rows at most, powers of two, so at most 4 + 3 + 2 + 1 shapes.
+    assert encoder.num_traces <= 10
+    traced = encoder.num_traces
+    encoder.encode(_texts(25, 0))
+    assert encoder.num_traces == traced
+
+
+def test_token_budget_equals_fixed_batches_and_old_buckets():
+    texts = _texts(61, seed=3) + ["", "dup", "dup"]
+    old = _tiny_encoder(buckets=(16, 32, 64), batch_tokens=0)  # The earlier batching.
+    new = _tiny_encoder(buckets=(8, 16, 24, 32, 40, 48, 56, 64), batch_tokens=96)
+    reference = old.encode(texts)
+    for got in (new.encode(texts), new.encode(texts, batch_tokens=40), new.encode(texts, 5)):
+        np.testing.assert_allclose(got, reference, atol=2e-6)
+    perm = np.random.default_rng(1).permutation(len(texts))
+    np.testing.assert_allclose(new.encode([texts[i] for i in perm]), reference[perm], atol=2e-6)
 
 
 def test_order_and_batch_composition(tiny):
@@ -146,9 +212,23 @@ def test_empty_inputs_and_truncation(tiny):
 
 
 def test_benchmark_reports_throughput(tiny):
-    result = encode.benchmark_encoder(tiny, _texts(8), batch_size=4, repeats=2)
+    texts = _texts(8)
+    result = encode.benchmark_encoder(tiny, texts, batch_size=4, repeats=2)
     assert result["num_texts"] == 8 and len(result["seconds"]) == 2
     assert result["sentences_per_s"] > 0 and result["tokens_per_s"] > result["sentences_per_s"]
+    assert result["batch_size"] == 4 and result["batch_tokens"] == 0
+    budget = encode.benchmark_encoder(tiny, texts, repeats=1)
+    assert budget["batch_tokens"] == tiny.batch_tokens
+    real = sum(len(ids) for ids in tiny.tokenize(texts))
+    assert real <= budget["padded_tokens"] <= result["padded_tokens"]
+
+
+def test_forward_cost_per_shape(tiny):
+    before = tiny.num_traces
+    costs = encode.forward_cost(tiny, shapes=((3, 8), (2, 16)), repeats=2)
+    assert [(c["rows"], c["length"]) for c in costs] == [(3, 8), (2, 16)]
+    assert all(c["cpu_us_per_token"] >= 0 and c["wall_us_per_token"] > 0 for c in costs)
+    assert tiny.num_traces - before <= 2  # One compile per new shape, none per repeat.
 
 
 def test_benchmark_texts_repeat_a_fixture_or_a_text_file(tmp_path):

@@ -1,18 +1,23 @@
-"""Batched sentence encoding: length buckets, a fixed batch size, results in input order.
+"""Batched sentence encoding: tight length buckets, a token budget, results in input order.
 
 Texts are tokenised once, sorted by token count and grouped by bucket length (the smallest
-bucket >= the count); each group is cut into batches of `batch_size` rows; a group's last,
-partial batch is padded with empty rows up to the next power of two (so one chat utterance runs
-as one row, not `batch_size`). The jitted forward therefore sees at most
-len(buckets) * (1 + log2(batch_size)) shapes, so it compiles a bounded number of times however
-many texts come in.
-"""
+bucket >= the count); each group is cut into batches of as many texts as the token budget
+allows at that length (`batch_tokens // length` rows; with `batch_tokens=0`, a fixed
+`batch_size` rows); a group's last, partial batch is padded with empty rows up to the next
+power of two (so one chat utterance runs as one row). The jitted forward therefore sees at most
+1 + log2(rows) shapes per bucket, so it compiles a bounded number of times however many texts
+come in (in one run: about two per bucket used).
+
+The default buckets are 8 tokens apart up to 64 (dialogue turns are 8-60 tokens), then 16 and
+32 apart: on dialogue turns padding costs about 15% of the real tokens where the earlier
+(16, 32, 64, 128, 256) buckets cost 44%, and a batch of 2,048 padded tokens holds 64-256 short
+sentences rather than 64."""
 
 import dataclasses
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -22,7 +27,9 @@ from absl import logging
 from latentcrs_jax.text import bert, cache, weights
 from latentcrs_jax.text.errors import TextInputError
 
-DEFAULT_BUCKETS = (16, 32, 64, 128, 256)  # Padded sequence lengths (tokens incl. [CLS]/[SEP]).
+# Padded sequence lengths (tokens incl. [CLS]/[SEP]): one compile per bucket used.
+DEFAULT_BUCKETS = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+DEFAULT_BATCH_TOKENS = 2048  # Padded tokens per forward call (rows x bucket length).
 
 
 def normalize_buckets(buckets: Sequence[int], max_length: int) -> tuple[int, ...]:
@@ -52,30 +59,55 @@ def bucket_length(length: int, buckets: Sequence[int]) -> int:
     raise TextInputError(f"length {length} exceeds the largest bucket {buckets[-1]}")
 
 
+def rows_rule(batch_size: int, batch_tokens: int = 0) -> Callable[[int], int]:
+    """Rows of a full batch as a function of its padded length.
+
+    Args:
+        batch_size: rows of every batch when `batch_tokens` is 0.
+        batch_tokens: padded tokens per batch (rows x length <= batch_tokens, at least one row);
+            0 = a fixed `batch_size` rows.
+
+    Raises:
+        TextInputError: for a batch_size < 1 (when it is used) or a negative batch_tokens.
+    """
+    if batch_tokens < 0:
+        raise TextInputError(f"batch_tokens must be >= 0 (0 = off), got {batch_tokens}")
+    if batch_tokens:
+        return lambda length: max(1, batch_tokens // length)
+    if batch_size < 1:
+        raise TextInputError(f"batch_size must be >= 1, got {batch_size}")
+    return lambda length: batch_size
+
+
 def plan_batches(
-    lengths: Sequence[int], buckets: Sequence[int], batch_size: int
+    lengths: Sequence[int],
+    buckets: Sequence[int],
+    batch_size: int,
+    batch_tokens: int = 0,
 ) -> list[tuple[np.ndarray, int]]:
     """Groups texts into same-length batches.
 
     Args:
         lengths: int[N] token counts.
         buckets: ascending padded lengths; the last one must cover every length.
-        batch_size: rows per batch; a batch holds at most this many text indices.
+        batch_size: rows per batch when `batch_tokens` is 0.
+        batch_tokens: padded-token budget per batch (see `rows_rule`); 0 = fixed batch_size.
 
     Returns:
-        A list of (indices int64[<= batch_size], padded length) in ascending length order; every
-        index 0..N-1 occurs exactly once.
+        A list of (indices int64[<= rows], padded length) in ascending length order: each
+        bucket's texts (those whose smallest bucket >= length is that one) cut into batches of
+        `rows_rule(batch_size, batch_tokens)(bucket)` texts, the last one of a bucket partial;
+        every index 0..N-1 occurs exactly once.
     """
-    if batch_size < 1:
-        raise TextInputError(f"batch_size must be >= 1, got {batch_size}")
+    rows_for = rows_rule(batch_size, batch_tokens)
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(lengths, kind="stable")
     padded = np.array([bucket_length(int(n), buckets) for n in lengths[order]], dtype=np.int64)
     plan = []
     for bucket in np.unique(padded):
-        members = order[padded == bucket]
-        for start in range(0, len(members), batch_size):
-            plan.append((members[start : start + batch_size], int(bucket)))
+        members, rows = order[padded == bucket], rows_for(int(bucket))
+        for start in range(0, len(members), rows):
+            plan.append((members[start : start + rows], int(bucket)))
     return plan
 
 
@@ -86,6 +118,7 @@ class TextSettings:
     encoder_dir: str = ""  # "" = the default all-MiniLM-L6-v2 package.
     max_length: int = 256
     batch_size: int = 64
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
     buckets: tuple[int, ...] = DEFAULT_BUCKETS
     precomputed_npy: str = ""  # Non-empty: look texts up in these embeddings instead.
     precomputed_ids: str = ""
@@ -105,7 +138,7 @@ class TextEncoder:
 
     Build it with `TextEncoder.load(encoder_dir)` (weights from disk) or directly from a config,
     a param tree and a tokenizer (tests use random params). The forward pass is jitted once per
-    (batch size, bucket) with the params as an argument.
+    (rows, bucket) shape with the params as an argument.
     """
 
     def __init__(
@@ -117,6 +150,7 @@ class TextEncoder:
         max_length: int = 256,
         buckets: Sequence[int] = DEFAULT_BUCKETS,
         batch_size: int = 64,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
         sentence: weights.SentenceConfig | None = None,
         model_id: str = "custom",
         precision: str | None = "highest",
@@ -129,7 +163,9 @@ class TextEncoder:
             tokenizer: a `tokenizers.Tokenizer`; truncation to `max_length` is set here.
             max_length: truncation length in tokens incl. [CLS]/[SEP].
             buckets: padded sequence lengths (see `normalize_buckets`).
-            batch_size: default rows per forward call.
+            batch_size: rows per forward call when `batch_tokens` is 0.
+            batch_tokens: default padded tokens per forward call (rows = batch_tokens //
+                bucket length); 0 = a fixed `batch_size` rows.
             sentence: pooling, normalisation and lowercasing from the sentence-transformers
                 files; None means mean pooling + L2 normalisation, no lowercasing.
             model_id: identifies the weights and settings, e.g. for the embedding cache.
@@ -145,6 +181,8 @@ class TextEncoder:
         self.max_length = int(max_length)
         self.buckets = normalize_buckets(buckets, self.max_length)
         self.batch_size = int(batch_size)
+        self.batch_tokens = int(batch_tokens)
+        rows_rule(self.batch_size, self.batch_tokens)  # Validates both.
         self.sentence = sentence
         self.model_id = model_id
         self.params = jax.device_put(params)
@@ -165,6 +203,7 @@ class TextEncoder:
         max_length: int | None = None,
         buckets: Sequence[int] = DEFAULT_BUCKETS,
         batch_size: int = 64,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
     ) -> "TextEncoder":
         """Loads a Hugging Face-style directory ("" or None: the default all-MiniLM-L6-v2).
 
@@ -173,7 +212,8 @@ class TextEncoder:
             max_length: truncation length; None takes `sentence_bert_config.json`'s
                 max_seq_length, else the model's max_position_embeddings.
             buckets: padded sequence lengths.
-            batch_size: default rows per forward call.
+            batch_size: rows per forward call when `batch_tokens` is 0.
+            batch_tokens: padded tokens per forward call; 0 = a fixed `batch_size` rows.
 
         Raises:
             FileNotFoundError / ModuleNotFoundError / ValueError: see `weights`.
@@ -194,6 +234,7 @@ class TextEncoder:
             max_length=max_length,
             buckets=buckets,
             batch_size=batch_size,
+            batch_tokens=batch_tokens,
             sentence=sentence,
             model_id=model_id,
         )
@@ -208,6 +249,7 @@ class TextEncoder:
             max_length=settings.max_length,
             buckets=settings.buckets,
             batch_size=settings.batch_size,
+            batch_tokens=settings.batch_tokens,
         )
 
     @property
@@ -239,26 +281,37 @@ class TextEncoder:
             return []
         return [encoding.ids for encoding in self.tokenizer.encode_batch(prepared)]
 
-    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int | None = None,
+        batch_tokens: int | None = None,
+    ) -> np.ndarray:
         """Embeds texts.
 
         Args:
             texts: N strings (empty strings are fine: they encode as [CLS][SEP]).
-            batch_size: rows per forward call; None uses the encoder's default.
+            batch_size: a fixed number of rows per forward call (then `batch_tokens` defaults
+                to 0); None uses the encoder's default.
+            batch_tokens: padded tokens per forward call; 0 = fixed `batch_size` rows; None
+                uses the encoder's default (or 0 when `batch_size` is given).
 
         Returns:
             float32[N, D] embeddings in the order of `texts`.
         """
+        if batch_tokens is None:
+            batch_tokens = self.batch_tokens if batch_size is None else 0
         batch_size = self.batch_size if batch_size is None else int(batch_size)
+        rows_for = rows_rule(batch_size, int(batch_tokens))
         ids = self.tokenize(texts)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         if not ids:
             return out
-        plan = plan_batches([len(x) for x in ids], self.buckets, batch_size)
+        plan = plan_batches([len(x) for x in ids], self.buckets, batch_size, int(batch_tokens))
         start = last_log = time.perf_counter()
         done, pending = 0, None
         for indices, length in plan:
-            rows = padded_rows(len(indices), batch_size)
+            rows = padded_rows(len(indices), rows_for(length))
             input_ids = np.zeros((rows, length), dtype=np.int32)
             mask = np.zeros((rows, length), dtype=np.int32)
             for row, i in enumerate(indices):
@@ -288,31 +341,82 @@ class TextEncoder:
 
 
 def benchmark_encoder(
-    encoder: TextEncoder, texts: Sequence[str], batch_size: int = 64, repeats: int = 3
+    encoder: TextEncoder,
+    texts: Sequence[str],
+    batch_size: int | None = None,
+    repeats: int = 3,
+    batch_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """Times `encoder.encode` after one warm-up call (which compiles every bucket used).
+    """Times `encoder.encode(texts, batch_size, batch_tokens)` after one warm-up call (which
+    compiles every shape used); None batch settings mean the encoder's defaults.
 
     Returns:
-        {"sentences_per_s": median over repeats, "tokens_per_s", "seconds": per repeat,
-        "num_texts", "batch_size", "repeats", "platform"}.
+        {"sentences_per_s": median over repeats, "tokens_per_s", "padded_tokens" (tokens the
+        forward computes, padding included), "seconds": per repeat, "num_texts", "batch_size",
+        "batch_tokens", "repeats", "platform"}.
     """
-    num_tokens = sum(len(x) for x in encoder.tokenize(texts))
-    encoder.encode(texts, batch_size)
+    if batch_tokens is None:
+        batch_tokens = encoder.batch_tokens if batch_size is None else 0
+    batch_size = encoder.batch_size if batch_size is None else batch_size
+    lengths = [len(x) for x in encoder.tokenize(texts)]
+    rows_for = rows_rule(batch_size, batch_tokens)
+    plan = plan_batches(lengths, encoder.buckets, batch_size, batch_tokens) if texts else []
+    padded = sum(padded_rows(len(i), rows_for(length)) * length for i, length in plan)
+    encoder.encode(texts, batch_size, batch_tokens)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        encoder.encode(texts, batch_size)
+        encoder.encode(texts, batch_size, batch_tokens)
         seconds.append(time.perf_counter() - start)
     median = statistics.median(seconds)
     return {
         "sentences_per_s": len(texts) / median,
-        "tokens_per_s": num_tokens / median,
+        "tokens_per_s": sum(lengths) / median,
+        "padded_tokens": padded,
         "seconds": seconds,
         "num_texts": len(texts),
         "batch_size": batch_size,
+        "batch_tokens": batch_tokens,
         "repeats": repeats,
         "platform": jax.devices()[0].platform,
     }
+
+
+SHAPES = ((64, 16), (64, 24), (64, 32), (64, 64), (128, 16), (256, 8), (32, 64), (16, 128))
+
+
+def forward_cost(
+    encoder: TextEncoder, shapes: Sequence[tuple[int, int]] = SHAPES, repeats: int = 3
+) -> list[dict[str, float]]:
+    """Cost of the jitted forward alone per padded token, for each [rows, length] shape.
+
+    CPU seconds (`time.process_time`, all threads) stay comparable on a busy machine where
+    wall time does not; the best of `repeats` calls after a warm-up (compile) call.
+
+    Returns:
+        One {"rows", "length", "cpu_us_per_token", "wall_us_per_token"} per shape.
+    """
+    out = []
+    for rows, length in shapes:
+        ids = np.full((rows, length), 1000, dtype=np.int32)  # Any real token id.
+        mask = np.ones((rows, length), dtype=np.int32)
+        encoder._forward(encoder.params, ids, mask).block_until_ready()  # Compiles.
+        cpu, wall = [], []
+        for _ in range(repeats):
+            c, w = time.process_time(), time.perf_counter()
+            encoder._forward(encoder.params, ids, mask).block_until_ready()
+            cpu.append(time.process_time() - c)
+            wall.append(time.perf_counter() - w)
+        tokens = rows * length
+        out.append(
+            {
+                "rows": rows,
+                "length": length,
+                "cpu_us_per_token": min(cpu) / tokens * 1e6,
+                "wall_us_per_token": min(wall) / tokens * 1e6,
+            }
+        )
+    return out
 
 
 def embed_texts(texts: Sequence[str], settings: TextSettings) -> np.ndarray:

@@ -26,16 +26,17 @@ def stage_dir(workdir: str | pathlib.Path) -> pathlib.Path:
     return pathlib.Path(workdir) / "embeddings"
 
 
-# Batching fields, hashed at their `TextSettings` defaults: they change how many sentences one
-# compiled call encodes and how much (masked) padding it carries, not the embeddings (beyond
-# float rounding).
-BATCHING = ("batch_size", "buckets")
+# Batching fields: they change how many sentences one compiled call encodes and how much
+# (masked) padding it carries, not the embeddings (beyond float rounding). They are hashed at
+# the values the section was first hashed with, so that a change of the batching defaults keeps
+# the fingerprints of finished workdirs; `batch_tokens`, added later, is not hashed.
+BATCHING_HASHED_AS = {"batch_size": 64, "buckets": (16, 32, 64, 128, 256)}
+BATCHING_SKIPPED = ("batch_tokens",)
 
 
 def fingerprint_section(text) -> dict:
     """`config.text` as it determines the embeddings (batching fields at fixed values)."""
-    defaults = encode.TextSettings()
-    return stage_manifest.section(text, fixed={k: getattr(defaults, k) for k in BATCHING})
+    return stage_manifest.section(text, skip=BATCHING_SKIPPED, fixed=BATCHING_HASHED_AS)
 
 
 def _fingerprint(config, workdir) -> str:
