@@ -114,6 +114,8 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.mask_history_in_eval = True  # Mask the input prefix's items when ranking (ICLRec does).
     p.eval_item_chunk = 0  # Score items this many at a time in eval; 0 = all at once.
     p.ce_chunk = 512  # Positions per chunk of the fused CE loss (never the [B, L, N] logits).
+    p.checkpoint_interval_s = 60.0  # At most one checkpoint per this many seconds (the end of
+    # the run and its best epoch are always saved); 0 = every epoch. Speed only.
     p.eval_splits = ("valid",)  # Evaluated every epoch; ("valid", "test") also logs test curves.
     p.microbatch = 16  # Sequences per scan step of a train step (cache-sized); 0 = the batch.
     p.length_buckets = 0  # Not iclrec: batch similar lengths, trim pad columns (N widths); 0 = off.
@@ -130,7 +132,9 @@ def get_em_config() -> ml_collections.ConfigDict:
     e = ml_collections.ConfigDict()
     e.batch_size = 480  # Training samples per step (authors: 480).
     e.eval_batch_size = 480  # Users per full-ranking eval batch.
-    e.eval_item_chunk = 0  # Score items this many at a time in eval; 0 = all at once.
+    e.eval_item_chunk = 0  # Items scored at a time in EM eval and the one-turn table; 0 = all.
+    e.checkpoint_interval_s = 60.0  # At most one checkpoint per this many seconds (the end of
+    # a phase and its best epoch are always saved); 0 = every epoch. Speed only.
     e.learning_rate = 1e-3  # Adam learning rate (one Adam per network).
     e.lr_end_factor = 0.01  # Linear LR decay to lr * this (the authors' intended LinearLR)
     e.lr_decay_epochs = 50  # over this many epochs, constant afterwards; see faithful_lr.
@@ -184,6 +188,7 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
         "llm_only",
     )
     m.batch_size = 256  # Dialogues scored per recommender call (padded: one compile).
+    m.item_chunk = 0  # Rank items this many at a time (running top-k); 0 = all at once.
     m.faithful_filter_order = False  # True: feature matches outrank the shown push-back (authors).
     # Dialogue-state tracker (multi-turn and chat): "rules" (FeatureVocab matcher, keyless,
     # deterministic) | "llm" (the paper's JSON prompt on an OpenAI-compatible endpoint,

@@ -9,7 +9,9 @@ hidden, batch, negatives, history, text width), so no workdir is needed:
                          loop: host batch + placement + donated chained step
   full ranking           seconds and users/s of a three-head full-ranking pass over all
                          test users (placement and metric fetch included)
-  encoder                sentences/s of the text encoder at its batch size
+  encoder                sentences/s of the text encoder at its batch settings
+  encoder_shapes         (not by default) CPU and wall us per padded token of the encoder's
+                         jitted forward alone at several rows x length shapes
   peak RSS               of this process
 """
 
@@ -208,6 +210,20 @@ def benchmark_encoder(
     }
 
 
+def benchmark_encoder_shapes(config) -> dict:
+    """CPU and wall microseconds per padded token of the encoder's jitted forward alone, at
+    the shapes of `encode.SHAPES` (rows x length), to tell the forward's cost from padding."""
+    from latentcrs_jax.text import encode
+
+    encoder = encode.TextEncoder.from_settings(encode.TextSettings.from_config(config.text))
+    out = {}
+    for r in encode.forward_cost(encoder):
+        key = f"encoder_shapes/{r['rows']}x{r['length']}"
+        out[f"{key}/cpu_us_per_token"] = r["cpu_us_per_token"]
+        out[f"{key}/wall_us_per_token"] = r["wall_us_per_token"]
+    return out
+
+
 def benchmark_pretrain(config, num_items: int, full_length: bool = False) -> dict:
     """Pretrain sequences/s with the config's backbone and pretrain settings (synthetic
     ML-1M-like sequences; `full_length`: every input has max_len real items)."""
@@ -238,5 +254,7 @@ def run(
         out.update(benchmark_em(config, num_items))
     if "encoder" in parts:
         out.update(benchmark_encoder(config, encoder_texts))
+    if "encoder_shapes" in parts:
+        out.update(benchmark_encoder_shapes(config))
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return out

@@ -1,4 +1,5 @@
-"""Report for a finished workdir: training curves, intent map and coherence, multi-turn SR.
+"""Report for a finished workdir: training curves, intent map and coherence, multi-turn SR,
+sensitivity to K and the KL weight.
 
 Writes PNG figures (matplotlib, Agg backend) and one Markdown page `report.md` that embeds
 them into `<workdir>/report/`. The plotting and statistics functions take plain arrays so
@@ -286,6 +287,54 @@ def plot_multi_turn(result: dict, out_path: pathlib.Path) -> pathlib.Path:
     return out_path
 
 
+_SENS_X = {"K": "num_intents", "kl_weight": "kl_weight"}  # series -> its x value's key
+
+
+def plot_sensitivity(result: dict, out_path: pathlib.Path) -> pathlib.Path:
+    """Test HIT@10 and NDCG@10 against K (left) and the KL weight (right), log x axes, the
+    frozen backbone dashed, from a sensitivity.json (evaluation/sensitivity.py)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    held = result["defaults"]
+    for ax, series, label, other in (
+        (axes[0], "K", "K (intents)", f"KL weight {held['kl_weight']:g}"),
+        (axes[1], "kl_weight", "KL weight", f"K = {held['num_intents']}"),
+    ):
+        points = sorted(result[series], key=lambda p: p[_SENS_X[series]])
+        xs = [p[_SENS_X[series]] for p in points]
+        for metric, colour in (("hit@10", "tab:blue"), ("ndcg@10", "tab:orange")):
+            if points:
+                ys = [p[metric] for p in points]
+                ax.plot(xs, ys, marker="o", color=colour, label=f"LatentCRS {metric.upper()}")
+                base = points[0]["backbone"][metric]
+                ax.axhline(base, ls="--", color=colour, alpha=0.6, label=f"backbone {metric}")
+        if xs and min(xs) > 0:
+            ax.set_xscale("log", base=2 if series == "K" else 10)
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            ax.minorticks_off()
+        ax.set_xlabel(label)
+        ax.set_title(f"test metrics against {label} ({other})", fontsize=9)
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
+    fig.suptitle(f"Sensitivity, {result['dataset']}, EM seed {result['seed']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=_DPI)
+    plt.close(fig)
+    return out_path
+
+
+def sensitivity_table(result: dict) -> str:
+    """Markdown table of a sensitivity.json: one row per point, K points first."""
+    lines = ["| varied | K | KL weight | HIT@10 | NDCG@10 |", "|---|---|---|---|---|"]
+    for series in ("K", "kl_weight"):
+        for p in sorted(result[series], key=lambda p: p[_SENS_X[series]]):
+            lines.append(
+                f"| {series} | {p['num_intents']} | {p['kl_weight']:g} | {p['hit@10']:.4f} "
+                f"| {p['ndcg@10']:.4f} |"
+            )
+    return "\n".join(lines)
+
+
 def item_attributes(item: dict) -> list[str]:
     """Genres (MovieLens) or categories (Amazon) of an item dict."""
     return list(item.get("genres") or item.get("categories") or [])
@@ -382,6 +431,24 @@ def write_report(
     one_turn = workdir / "eval" / "one_turn.md"
     if one_turn.is_file():
         md += ["## One-turn results", "", one_turn.read_text().strip(), ""]
+
+    sensitivity = workdir / "sensitivity" / "sensitivity.json"
+    if sensitivity.is_file():  # launch/sensitivity.py: the paper's Figure 3.
+        result = json.loads(sensitivity.read_text())
+        plot_sensitivity(result, out / "sensitivity.png")
+        md += [
+            "## Sensitivity to K and the KL weight",
+            "",
+            f"LatentCRS (prior mixture), test split, EM seed {result['seed']}; each point varies "
+            f"one value and holds the other at the config's (K = "
+            f"{result['defaults']['num_intents']}, KL weight "
+            f"{result['defaults']['kl_weight']:g}).",
+            "",
+            "![sensitivity](sensitivity.png)",
+            "",
+            sensitivity_table(result),
+            "",
+        ]
 
     dialogues = sorted((workdir / "eval" / "dialogues").glob("*.md"))
     if dialogues:  # launch/evaluate_dialogues.py: human dialogues, zero-shot.

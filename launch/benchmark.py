@@ -5,6 +5,7 @@ r"""Throughput and memory of a config, printed and written as JSON (a benchmark,
   python -m launch.benchmark --config=configs/ml1m.py:ce --parts=pretrain [--full_length]
   python -m launch.benchmark --config=configs/ml1m.py --parts=encoder \
       --encoder_texts=../shared/fixtures/minilm_parity.npz
+  python -m launch.benchmark --config=configs/ml1m.py --parts=encoder_shapes
 Figures: device kind and count, pretrain sequences/s, E-step and M-step samples/s (corrected
 and faithful), full-ranking users/s, encoder sentences/s, compile times, peak RSS.
 """
@@ -19,7 +20,11 @@ from launch import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _NUM_ITEMS = flags.DEFINE_integer("num_items", 3533, "Catalogue size N (ML-1M: 3533).")
-_PARTS = flags.DEFINE_list("parts", ["pretrain", "em", "encoder"], "Which figures to measure.")
+_PARTS = flags.DEFINE_list(
+    "parts",
+    ["pretrain", "em", "encoder"],
+    "Which figures to measure: pretrain, em, encoder, encoder_shapes.",
+)
 _FULL_LENGTH = flags.DEFINE_bool(
     "full_length", False, "Pretrain inputs all max_len real items (default: ML-1M-like lengths)."
 )

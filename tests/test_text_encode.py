@@ -223,6 +223,14 @@ def test_benchmark_reports_throughput(tiny):
     assert real <= budget["padded_tokens"] <= result["padded_tokens"]
 
 
+def test_forward_cost_per_shape(tiny):
+    before = tiny.num_traces
+    costs = encode.forward_cost(tiny, shapes=((3, 8), (2, 16)), repeats=2)
+    assert [(c["rows"], c["length"]) for c in costs] == [(3, 8), (2, 16)]
+    assert all(c["cpu_us_per_token"] >= 0 and c["wall_us_per_token"] > 0 for c in costs)
+    assert tiny.num_traces - before <= 2  # One compile per new shape, none per repeat.
+
+
 def test_benchmark_texts_repeat_a_fixture_or_a_text_file(tmp_path):
     from latentcrs_jax import benchmark
     from latentcrs_jax.errors import UserInputError

@@ -382,6 +382,43 @@ def benchmark_encoder(
     }
 
 
+SHAPES = ((64, 16), (64, 24), (64, 32), (64, 64), (128, 16), (256, 8), (32, 64), (16, 128))
+
+
+def forward_cost(
+    encoder: TextEncoder, shapes: Sequence[tuple[int, int]] = SHAPES, repeats: int = 3
+) -> list[dict[str, float]]:
+    """Cost of the jitted forward alone per padded token, for each [rows, length] shape.
+
+    CPU seconds (`time.process_time`, all threads) stay comparable on a busy machine where
+    wall time does not; the best of `repeats` calls after a warm-up (compile) call.
+
+    Returns:
+        One {"rows", "length", "cpu_us_per_token", "wall_us_per_token"} per shape.
+    """
+    out = []
+    for rows, length in shapes:
+        ids = np.full((rows, length), 1000, dtype=np.int32)  # Any real token id.
+        mask = np.ones((rows, length), dtype=np.int32)
+        encoder._forward(encoder.params, ids, mask).block_until_ready()  # Compiles.
+        cpu, wall = [], []
+        for _ in range(repeats):
+            c, w = time.process_time(), time.perf_counter()
+            encoder._forward(encoder.params, ids, mask).block_until_ready()
+            cpu.append(time.process_time() - c)
+            wall.append(time.perf_counter() - w)
+        tokens = rows * length
+        out.append(
+            {
+                "rows": rows,
+                "length": length,
+                "cpu_us_per_token": min(cpu) / tokens * 1e6,
+                "wall_us_per_token": min(wall) / tokens * 1e6,
+            }
+        )
+    return out
+
+
 def embed_texts(texts: Sequence[str], settings: TextSettings) -> np.ndarray:
     """Embeds texts with the configured encoder, or looks them up in precomputed embeddings.
 

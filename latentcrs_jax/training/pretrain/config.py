@@ -35,6 +35,7 @@ class PretrainConfig:
     augment_window: int = 0
     mask_history_in_eval: bool = True
     eval_item_chunk: int = 0
+    checkpoint_interval_s: float = 60.0
     ce_chunk: int = 512
     microbatch: int = 16
     length_buckets: int = 0
@@ -64,6 +65,10 @@ class PretrainConfig:
             )
         if self.query_blocks < 1:
             raise ValueError(f"query_blocks must be >= 1, got {self.query_blocks}")
+        if not self.checkpoint_interval_s >= 0:
+            raise ValueError(
+                f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}"
+            )
         if self.ce_chunk < 1:
             raise ValueError(f"ce_chunk must be >= 1, got {self.ce_chunk}")
         if self.batch_size % self.microbatch_rows:

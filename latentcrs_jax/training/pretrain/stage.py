@@ -44,6 +44,7 @@ TASKS: dict[str, type[PretrainTask]] = {"iclrec": ICLRecTask, "ce": CETask, "bce
 SPEED_ONLY = (
     "eval_batch_size",
     "eval_item_chunk",
+    "checkpoint_interval_s",
     "ce_chunk",
     "remat",
     "query_blocks",
@@ -108,23 +109,18 @@ def train(
             early_stop_metric=cfg.early_stop_metric,
             eval_splits=cfg.eval_splits,
             seed=cfg.seed,
+            checkpoint_interval_s=cfg.checkpoint_interval_s,
         ),
         stage_dir,
         mesh,
     )
     fit = trainer.fit(task)
     best = fit.best_state
+    centroids = None
     if cfg.loss == "iclrec" and cfg.faithful_centroid_timing:
         centroids = np.asarray(jax.device_get(best.extras["centroids"]))  # start of best epoch
-    else:
-        centroids = task.fit_clusters(best.params).centroids  # from the best weights
-    emb = task.sequence_embeddings(best.params)
-    assignments = np.full(len(sequences), -1, np.int32)
-    assignments[data.train_users] = np.asarray(kmeans.assign(emb, centroids))
     artifacts.save_backbone(stage_dir, model_cfg, jax.device_get(best.params))
-    fileio.write_npy(stage_dir / "centroids.npy", centroids)
-    fileio.write_npy(stage_dir / "intents.npy", kmeans.intent_matrix(centroids))
-    fileio.write_npy(stage_dir / "assignments.npy", assignments)
+    centroids = write_intents(task, best.params, stage_dir, len(sequences), centroids)
     result = {
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
@@ -137,6 +133,30 @@ def train(
     }
     fileio.write_json(stage_dir / "result.json", result)
     return result
+
+
+def write_intents(
+    task: PretrainTask, params, stage_dir: pathlib.Path, num_users: int, centroids=None
+) -> np.ndarray:
+    """Writes centroids.npy [K, D], intents.npy [K, D] and assignments.npy int32[U] of a
+    backbone; returns the centroids.
+
+    Args:
+      task: the backbone task (its data and `cfg.num_intents`, K-means settings).
+      params: the backbone's variables.
+      stage_dir: output directory.
+      num_users: U (users without a training sequence are assigned -1).
+      centroids: float[K, D] to write as they are; None: K-means on `params` (`fit_clusters`).
+    """
+    if centroids is None:
+        centroids = task.fit_clusters(params).centroids  # from the best weights
+    emb = task.sequence_embeddings(params)
+    assignments = np.full(num_users, -1, np.int32)
+    assignments[task.data.train_users] = np.asarray(kmeans.assign(emb, centroids))
+    fileio.write_npy(stage_dir / "centroids.npy", centroids)
+    fileio.write_npy(stage_dir / "intents.npy", kmeans.intent_matrix(centroids))
+    fileio.write_npy(stage_dir / "assignments.npy", assignments)
+    return centroids
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
