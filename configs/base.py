@@ -94,7 +94,8 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     """Pretrain section: ICLRec (or SASRec-CE) training of the backbone and the K intents."""
     p = ml_collections.ConfigDict()
     p.loss = "iclrec"  # "iclrec" (BCE + instance + intent contrast) | "ce" (full-softmax CE)
-    # | "bce" (ICLRec's next-item BCE alone, no contrastive terms).
+    # | "bce" (ICLRec's next-item BCE alone, no contrastive terms) | "ce_intent" (CE plus
+    # ICLRec's intent term, K-means every epoch: the intent-aligned backbone, `apply_aligned`).
     p.batch_size = 256  # Training sequences per step (one per user).
     p.eval_batch_size = 256  # Users per full-ranking eval batch.
     p.lr = 1e-3  # Adam learning rate (betas 0.9/0.999, no weight decay).
@@ -104,7 +105,8 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.patience = 40  # Early-stopping patience in epochs.
     p.early_stop_metric = "valid/ndcg@20"  # Metric watched by early stopping (higher is better).
     p.cf_weight = 0.1  # Weight of the instance InfoNCE per augmentation pair.
-    p.intent_cf_weight = 0.1  # Weight of the intent contrast per augmentation pair.
+    p.intent_cf_weight = 0.1  # Weight of the intent contrast per augmentation pair (iclrec,
+    # ce_intent).
     p.temperature = 1.0  # Softmax temperature of both contrastive losses.
     p.n_views = 3  # Augmented views: C(n_views, 2) pairs (ML-1M 3, CDs/VG 2).
     p.num_intents = 512  # K-means K (ML-1M 512, Video Games 256, CDs 128).
@@ -114,6 +116,8 @@ def get_pretrain_config() -> ml_collections.ConfigDict:
     p.mask_history_in_eval = True  # Mask the input prefix's items when ranking (ICLRec does).
     p.eval_item_chunk = 0  # Score items this many at a time in eval; 0 = all at once.
     p.ce_chunk = 512  # Positions per chunk of the fused CE loss (never the [B, L, N] logits).
+    p.checkpoint_interval_s = 60.0  # At most one checkpoint per this many seconds (the end of
+    # the run and its best epoch are always saved); 0 = every epoch. Speed only.
     p.eval_splits = ("valid",)  # Evaluated every epoch; ("valid", "test") also logs test curves.
     p.microbatch = 16  # Sequences per scan step of a train step (cache-sized); 0 = the batch.
     p.length_buckets = 0  # Not iclrec: batch similar lengths, trim pad columns (N widths); 0 = off.
@@ -130,7 +134,9 @@ def get_em_config() -> ml_collections.ConfigDict:
     e = ml_collections.ConfigDict()
     e.batch_size = 480  # Training samples per step (authors: 480).
     e.eval_batch_size = 480  # Users per full-ranking eval batch.
-    e.eval_item_chunk = 0  # Score items this many at a time in eval; 0 = all at once.
+    e.eval_item_chunk = 0  # Items scored at a time in EM eval and the one-turn table; 0 = all.
+    e.checkpoint_interval_s = 60.0  # At most one checkpoint per this many seconds (the end of
+    # a phase and its best epoch are always saved); 0 = every epoch. Speed only.
     e.learning_rate = 1e-3  # Adam learning rate (one Adam per network).
     e.lr_end_factor = 0.01  # Linear LR decay to lr * this (the authors' intended LinearLR)
     e.lr_decay_epochs = 50  # over this many epochs, constant afterwards; see faithful_lr.
@@ -184,6 +190,7 @@ def get_multi_turn_config() -> ml_collections.ConfigDict:
         "llm_only",
     )
     m.batch_size = 256  # Dialogues scored per recommender call (padded: one compile).
+    m.item_chunk = 0  # Rank items this many at a time (running top-k); 0 = all at once.
     m.faithful_filter_order = False  # True: feature matches outrank the shown push-back (authors).
     # Dialogue-state tracker (multi-turn and chat): "rules" (FeatureVocab matcher, keyless,
     # deterministic) | "llm" (the paper's JSON prompt on an OpenAI-compatible endpoint,
@@ -262,6 +269,15 @@ def apply_plus(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Sets the LatentCRS+ switches (`PLUS`) in `config.em`."""
     for key, value in PLUS.items():
         config.em[key] = value
+    return config
+
+
+def apply_aligned(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The intent-aligned backbone (beyond the paper, issue 18): SASRec-CE plus ICLRec's intent
+    term with its weight `pretrain.intent_cf_weight` (K-means every epoch), on full-width
+    batches (the term pools over every position, so no length buckets)."""
+    config.pretrain.loss = "ce_intent"
+    config.pretrain.length_buckets = 0
     return config
 
 

@@ -14,7 +14,10 @@ Variants (comma-separated, e.g. `configs/ml1m.py:ce,faithful`):
             takes many hours; the K = 512 intents are K-means of its sequence embeddings;
   plus      LatentCRS+, extensions beyond the paper (`base.PLUS`: a residual behaviour term
             and a learned item-text term in the prior's score, ranking losses over every item),
-            e.g. `configs/ml1m.py:ce,plus`.
+            e.g. `configs/ml1m.py:ce,plus`;
+  aligned   the intent-aligned backbone (`base.apply_aligned`): the `ce` settings with
+            ICLRec's intent term added to the CE loss (K-means every epoch), beyond the paper;
+            implies `ce`, e.g. `configs/ml1m.py:ce,aligned`.
 """
 
 import pathlib
@@ -31,12 +34,13 @@ def get_config(arg: str | None = None):
     config.data.data_dir = str(_SHARED_ML1M) if _SHARED_ML1M.is_dir() else ""
     config.data.domain = "movies"
     variants = set(filter(None, (arg or "").split(",")))
-    unknown = variants - {"faithful", "ce", "plus"}
+    unknown = variants - {"faithful", "ce", "plus", "aligned"}
     if unknown:
         raise ValueError(
-            f"unknown variant(s) {sorted(unknown)}; expected any of 'faithful', 'ce', 'plus'"
+            f"unknown variant(s) {sorted(unknown)}; expected any of 'faithful', 'ce', 'plus', "
+            "'aligned'"
         )
-    if "ce" in variants:
+    if "ce" in variants or "aligned" in variants:
         config.backbone.hidden_dropout = 0.2
         config.backbone.attn_dropout = 0.2
         config.pretrain.loss = "ce"
@@ -49,4 +53,6 @@ def get_config(arg: str | None = None):
         base.apply_faithful(config)
     if "plus" in variants:
         base.apply_plus(config)
+    if "aligned" in variants:
+        base.apply_aligned(config)
     return config

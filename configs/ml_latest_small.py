@@ -4,8 +4,10 @@ Main job (all stages):
   make run   # = python -m launch.run --config=configs/ml_latest_small.py --workdir=...
 Prepare only:
   python -m launch.prepare --config=configs/ml_latest_small.py --workdir=workdirs/mls
-Variant `:faithful` flips every bug switch to the authors' behaviour; `:plus` is LatentCRS+, the
-extensions beyond the paper that measured best (`base.PLUS`).
+Variants (comma-separated, e.g. `:aligned,plus`): `faithful` flips every bug switch to the
+authors' behaviour; `plus` is LatentCRS+, the extensions beyond the paper that measured best
+(`base.PLUS`); `aligned` the intent-aligned backbone (`base.apply_aligned`: SASRec-CE plus
+ICLRec's intent term, K-means every epoch).
 """
 
 from configs import base
@@ -32,10 +34,17 @@ def get_config(arg: str | None = None):
     config.em.eval_batch_size = 64
     config.em.max_epochs = 40
     config.em.patience = 10
-    if arg == "faithful":
+    variants = set(filter(None, (arg or "").split(",")))
+    unknown = variants - {"faithful", "plus", "aligned"}
+    if unknown:
+        raise ValueError(
+            f"unknown variant(s) {sorted(unknown)}; expected any of 'faithful', 'plus', "
+            "'aligned' or nothing"
+        )
+    if "faithful" in variants:
         base.apply_faithful(config)
-    elif arg == "plus":
+    if "plus" in variants:
         base.apply_plus(config)
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r}; expected 'faithful', 'plus' or nothing")
+    if "aligned" in variants:
+        base.apply_aligned(config)
     return config

@@ -143,14 +143,22 @@ def run_stage(
     return out
 
 
-def figures(rows: list[dict]) -> dict[str, list[tuple[int, int, float]]]:
-    """Figure name -> [(users, items, seconds)] over the sizes that have it."""
+def catalogue_items(row: dict) -> int:
+    """Items in the prepared catalogue (prepare drops items nobody interacted with, so a
+    Zipf catalogue keeps fewer than the generator's `items`), else the nominal count."""
+    return int(row["stages"].get("prepare", {}).get("items") or row["items"])
+
+
+def figures(rows: list[dict], *, catalogue: bool = True) -> dict[str, list[tuple[int, int, float]]]:
+    """Figure name -> [(users, items, seconds)] over the sizes that have it; items are the
+    prepared catalogue's (what the stages see) unless `catalogue=False` (the nominal size)."""
     out = {}
     for row in rows:
+        items = catalogue_items(row) if catalogue else row["items"]
         for name, key in MAIN_FIGURES.items():
             stage = row["stages"].get(name.split("_rank")[0], {})
             if isinstance(stage.get(key), int | float):
-                out.setdefault(name, []).append((row["users"], row["items"], float(stage[key])))
+                out.setdefault(name, []).append((row["users"], items, float(stage[key])))
     return out
 
 
@@ -170,27 +178,31 @@ def fit_exponents(points: list[tuple[int, int, float]]) -> dict[str, float]:
 
 
 def plot(rows: list[dict], path: str | pathlib.Path) -> None:
-    """Log-log time against users (items fixed at the smallest) and against items (users
-    fixed at the smallest), one line per stage figure."""
+    """Log-log time against users (items fixed at the smallest) and against the catalogue's
+    items (users fixed at the smallest), one line per stage figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figs = figures(rows)
+    nominal, actual = figures(rows, catalogue=False), figures(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, axis, other in ((axes[0], 0, 1), (axes[1], 1, 0)):
-        for name, pts in sorted(figs.items()):
+        for color, (name, pts) in enumerate(sorted(nominal.items())):
+            # Lines group the sizes by the nominal grid; x is the catalogue's item count.
             fixed = min(p[other] for p in pts)
-            line = sorted((p[axis], p[2]) for p in pts if p[other] == fixed)
+            line = sorted(
+                (a[axis], a[2]) for p, a in zip(pts, actual[name], strict=True) if p[other] == fixed
+            )
             if len(line) > 1:
-                ax.loglog(*zip(*line), marker="o", label=name)
-        ax.set_xlabel(("users" if axis == 0 else "items") + " (log)")
+                ax.loglog(*zip(*line), marker="o", label=name, color=f"C{color}")
+        ax.set_xlabel(("users" if axis == 0 else "items in the catalogue") + " (log)")
         ax.set_ylabel("seconds (log)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_title("time vs users (items fixed)")
     axes[1].set_title("time vs items (users fixed)")
-    axes[1].legend(fontsize=8)
+    for ax in axes:  # one colour per figure in both panels
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -210,15 +222,16 @@ def markdown(rows: list[dict], exponents: dict[str, dict[str, float]]) -> str:
     fitted exponents, as Markdown."""
     names = list(MAIN_FIGURES)
     lines = [
-        "| users | items | interactions | " + " | ".join(names) + " |",
+        "| users | items (catalogue) | interactions | " + " | ".join(names) + " |",
         "|---" * (3 + len(names)) + "|",
     ]
     for row in rows:
         stages = row["stages"]
         inter = stages.get("prepare", {}).get("interactions", "-")
         cells = [_cell(stages.get(n.split("_rank")[0], {}), MAIN_FIGURES[n]) for n in names]
-        lines.append(f"| {row['users']} | {row['items']} | {inter} | " + " | ".join(cells) + " |")
-    lines += ["", "| figure | exponent in users | exponent in items |", "|---|---|---|"]
+        items = f"{row['items']} ({catalogue_items(row)})"
+        lines.append(f"| {row['users']} | {items} | {inter} | " + " | ".join(cells) + " |")
+    lines += ["", "| figure | exponent in users | exponent in catalogue items |", "|---|---|---|"]
     for name in names:
         fit = exponents.get(name, {})
         lines.append(

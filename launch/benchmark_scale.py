@@ -9,6 +9,11 @@ under --stage_timeout seconds, recording the child's figures and its peak RSS (t
 encoder's cost per item does not depend on the sizes: it runs for the first size only). Writes
 OUT_DIR/scale.json (sizes, stages, fitted exponents, CPU, commit), OUT_DIR/scale.md (the table)
 and OUT_DIR/scale.png (log-log time against users and against items).
+
+  python -m launch.benchmark_scale --merge=a/scale.json,b/scale.json --out_dir=/tmp/scale_all
+
+writes the same three files for the sizes of several finished runs together (one fit over
+all of them), running nothing.
 """
 
 import contextlib
@@ -39,7 +44,8 @@ _STAGE = flags.DEFINE_string("stage", None, "Internal: run this one stage and wr
 _USERS = flags.DEFINE_integer("users", 0, "Internal: the stage's users.")
 _ITEMS = flags.DEFINE_integer("items", 0, "Internal: the stage's items.")
 _RESULT = flags.DEFINE_string("result", None, "Internal: the stage's JSON result file.")
-flags.mark_flags_as_required(["config", "out_dir"])
+_MERGE = flags.DEFINE_list("merge", [], "scale.json files of finished runs to report together.")
+flags.mark_flags_as_required(["out_dir"])
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -124,31 +130,48 @@ def main(argv):
         )
         fileio.write_text(_RESULT.value, json.dumps(out) + "\n")
         return
+    out_dir = pathlib.Path(_OUT_DIR.value)
+    if _MERGE.value:
+        reports = []
+        for path in _MERGE.value:
+            try:
+                reports.append(json.loads(pathlib.Path(path).read_text()))
+            except (OSError, ValueError) as e:
+                raise UserInputError(f"--merge: {path}: {e}") from e
+        rows = [row for report in reports for row in report["sizes"]]
+        machine, command = reports[0]["machine"], [r["command"] for r in reports]
+        _write_report(out_dir, rows, machine, command, final=True)
+        return
+    if _CONFIG.value is None:
+        raise UserInputError("--config is required (or --merge)")
     unknown = set(_STAGES.value) - set(scale_benchmark.STAGES)
     if unknown:
         raise UserInputError(f"--stages: unknown {sorted(unknown)}; use {scale_benchmark.STAGES}")
     rows = []
-    out_dir = pathlib.Path(_OUT_DIR.value)
-    for size in _SIZES.value:
+    command = " ".join(["python -m launch.benchmark_scale", *sys.argv[1:]])
+    for i, size in enumerate(_SIZES.value):
         users, items = _parse_size(size)
         row = {"users": users, "items": items, "stages": {}}
         rows.append(row)
         for stage in scale_benchmark.STAGES:
             if stage in _STAGES.value and (stage != "encode" or len(rows) == 1):
                 row["stages"][stage] = _run_child(stage, users, items)
-        report = {
-            "machine": _machine(),
-            "command": " ".join(["python -m launch.benchmark_scale", *sys.argv[1:]]),
-            "sizes": rows,
-            "exponents": {
-                name: scale_benchmark.fit_exponents(pts)
-                for name, pts in scale_benchmark.figures(rows).items()
-            },
-        }
-        fileio.write_text(out_dir / "scale.json", json.dumps(report, indent=1) + "\n")
-    fileio.write_text(out_dir / "scale.md", scale_benchmark.markdown(rows, report["exponents"]))
+        _write_report(out_dir, rows, _machine(), command, final=i == len(_SIZES.value) - 1)
+
+
+def _write_report(out_dir: pathlib.Path, rows: list[dict], machine, command, *, final: bool):
+    """scale.json after every size; the table and the plot at the end."""
+    exponents = {
+        name: scale_benchmark.fit_exponents(pts)
+        for name, pts in scale_benchmark.figures(rows).items()
+    }
+    report = {"machine": machine, "command": command, "sizes": rows, "exponents": exponents}
+    fileio.write_text(out_dir / "scale.json", json.dumps(report, indent=1) + "\n")
+    if not final:
+        return
+    fileio.write_text(out_dir / "scale.md", scale_benchmark.markdown(rows, exponents))
     scale_benchmark.plot(rows, out_dir / "scale.png")
-    print(json.dumps(report["exponents"], indent=1))
+    print(json.dumps(exponents, indent=1))
     print(f"written: {out_dir}/scale.json, scale.md (table), scale.png (plot)")
 
 

@@ -123,3 +123,67 @@ def test_two_folder_layout_is_adopted(tmp_path):
     ckpt.wait_until_finished()
     assert _steps_on_disk(root) == [1, 3] and ckpt.latest_step("best") == 1
     ckpt.close()
+
+
+class _Clock:
+    """A settable monotonic clock."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _steps_on_disk(directory):
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def test_throttled_saver_keeps_the_best_in_memory_until_a_save(tmp_path):
+    ckpt = checkpointing.Checkpointer(tmp_path / "ckpt")
+    clock = _Clock()
+    saver = checkpointing.ThrottledSaver(ckpt, 25.0, clock)
+    states = {step: _state(step) for step in range(1, 7)}
+    meta = lambda step, best_step: {"epoch": step - 1, "best_step": best_step}
+    # step: (seconds at the epoch's end, best so far); saves are due at 30 s and 60 s.
+    plan = {1: (10, True), 2: (20, True), 3: (30, False), 4: (40, True), 5: (50, False)}
+    best_step = 0
+    for step, (now, best) in plan.items():
+        clock.now = now
+        best_step = step if best else best_step
+        # The train step donates its state: the saver must have copied what it keeps.
+        state = jax.tree_util.tree_map(lambda x: x + 0, states[step])
+        saver.epoch_done(step, state, meta(step, best_step), best=best)
+        jax.tree_util.tree_map(lambda x: x.delete(), state)
+        ckpt.wait_until_finished()
+        on_disk = _steps_on_disk(tmp_path / "ckpt")
+        if step < 3:
+            assert on_disk == [] and saver.saves == 0
+        elif step == 3:  # due: best epoch 2 first under its own step, then epoch 3
+            assert on_disk == [2, 3] and saver.saves == 2
+        else:  # 40 s and 50 s: not due; the new best (step 4) lives in memory only
+            assert on_disk == [2, 3] and ckpt.latest_step("best") == 2
+    saver.flush()  # step 4 (best) then step 5 (newest); step 2 and 3 are dropped
+    ckpt.wait_until_finished()
+    assert _steps_on_disk(tmp_path / "ckpt") == [4, 5] and saver.saves == 4
+    abstract = checkpointing.abstract_like(states[1])
+    latest, latest_meta = ckpt.restore(abstract)
+    best, best_meta = ckpt.restore(abstract, which="best")
+    _assert_equal_trees(latest, states[5])
+    _assert_equal_trees(best, states[4])
+    assert latest_meta == meta(5, 4) and best_meta == meta(4, 4)
+    saver.flush()  # nothing new: no write
+    assert saver.saves == 4
+    ckpt.close()
+
+
+def test_throttled_saver_interval_zero_saves_every_epoch(tmp_path):
+    ckpt = checkpointing.Checkpointer(tmp_path / "ckpt")
+    saver = checkpointing.ThrottledSaver(ckpt, 0, _Clock())  # the clock never moves
+    for step in (1, 2, 3):
+        saver.epoch_done(step, _state(step), {"epoch": step - 1}, best=step == 1)
+        assert ckpt.latest_step() == step and saver.saves == step
+    assert ckpt.latest_step("best") == 1
+    ckpt.close()
+    with pytest.raises(ValueError, match="interval"):
+        checkpointing.ThrottledSaver(ckpt, -1.0)

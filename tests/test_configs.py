@@ -14,7 +14,8 @@ from latentcrs_jax.training.pretrain import config as pretrain_config
 CONFIGS = [
     ("ml_latest_small", None), ("tiny", None), ("ml1m", None), ("ml1m", "ce"),
     ("ml1m", "faithful"), ("ml1m", "ce,faithful"), ("ml1m", "ce,plus"),
-    ("ml_latest_small", "plus"), ("ml1m_standard", None),
+    ("ml_latest_small", "plus"), ("ml_latest_small", "aligned"), ("ml1m", "ce,aligned"),
+    ("ml_latest_small", "aligned,plus"), ("ml1m_standard", None),
     ("ml1m_standard", "published"), ("cds", None), ("videogames", None),
 ]  # fmt: skip
 

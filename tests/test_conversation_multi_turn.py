@@ -286,6 +286,8 @@ def test_stage_runs_writes_outputs_and_skips_when_complete(tiny_simulated_workdi
 
     monkeypatch.setattr(recommenders, "load_systems", fail)
     assert multi_turn_stage.run(config, workdir) == md
+    config.multi_turn.item_chunk = 7  # Speed only: the stage stays complete.
+    assert multi_turn_stage.run(config, workdir) == md
     # A changed setting is a different fingerprint: the stage runs again.
     config.multi_turn.rounds = 2
     monkeypatch.setattr(recommenders, "load_systems", fake_load)

@@ -1,5 +1,6 @@
 """EM stages: kill-and-resume gives the never-killed metrics; runs are deterministic."""
 
+import dataclasses
 import functools
 import json
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from em_helpers import small_config, synthetic_inputs
 
-from latentcrs_jax.training import em, em_stage, loop, sharding
+from latentcrs_jax.training import checkpointing, em, em_stage, loop, sharding
 
 
 def _inputs():
@@ -26,23 +27,32 @@ def test_killed_em_stage_resumes_to_identical_metrics(tmp_path, monkeypatch):
     stage = em.main_plan()[2]  # alternating E/M: both phases, both optimisers
     mesh = sharding.make_mesh()
     inputs = _inputs()
-    straight = em_stage.run_phase(cfg, stage, inputs, tmp_path / "a", None, mesh)
+    every_epoch = dataclasses.replace(cfg, checkpoint_interval_s=0.0)
+    straight = em_stage.run_phase(every_epoch, stage, inputs, tmp_path / "a", None, mesh)
 
     original = em.EMTask.train_batches
     calls = {"n": 0}
 
     def dying(self, epoch):
         for k, batch in enumerate(original(self, epoch)):
-            if epoch == 1 and k == 7:  # in the middle of the M pass of epoch 1
+            if epoch == 2 and k == 7:  # in the middle of the M pass of epoch 2
                 calls["n"] += 1
                 raise _Killed
             yield batch
 
     monkeypatch.setattr(em.EMTask, "train_batches", dying)
+    # The throttle saves epoch 0 only, and the kill leaves no time to save epoch 1: the run
+    # resumes from a checkpoint older than the interruption and replays epoch 1.
+    saver = checkpointing.ThrottledSaver
+    monkeypatch.setattr(saver, "_due", lambda self: self.saves == 0)
+    monkeypatch.setattr(saver, "flush_on_error", lambda self: None)
     with pytest.raises(_Killed):
         em_stage.run_phase(cfg, stage, inputs, tmp_path / "b", None, mesh)
     assert calls["n"] == 1
-    monkeypatch.setattr(em.EMTask, "train_batches", original)
+    probe = checkpointing.Checkpointer(tmp_path / "b" / "checkpoints")
+    assert probe.latest_step() == 1
+    probe.close()
+    monkeypatch.undo()
     resumed = em_stage.run_phase(cfg, stage, inputs, tmp_path / "b", None, mesh)
     assert resumed == straight
     rows_a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
@@ -52,8 +62,10 @@ def test_killed_em_stage_resumes_to_identical_metrics(tmp_path, monkeypatch):
         for r in rows
     ]
     assert strip(rows_a) == strip(rows_b)
-    # A finished stage is skipped: same metrics, no training.
-    assert em_stage.run_phase(cfg, stage, inputs, tmp_path / "b", None, mesh) == straight
+    # A finished stage is skipped, whatever its checkpoint interval (a speed setting, not in
+    # the fingerprint): same metrics, no training.
+    monkeypatch.setattr(loop.Trainer, "fit", lambda *a: pytest.fail("a finished phase trained"))
+    assert em_stage.run_phase(every_epoch, stage, inputs, tmp_path / "b", None, mesh) == straight
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Tests for the generic Trainer (latentcrs_jax.training.loop) with a tiny fake task."""
 
 import json
+import math
 
 import chex
 import jax
@@ -218,3 +219,125 @@ def test_fit_logs_the_run_outlook(tmp_path, caplog):
     assert any("1/3 epochs done" in m and "after epoch 2 (~" in m for m in epoch_lines)
     last = [m for m in epoch_lines if m.startswith("epoch 2:")]
     assert last and "epochs done" not in last[0]  # nothing is left after the last epoch
+
+
+class _ClockedTask(FakeTask):
+    """A FakeTask whose epoch e ends at 10 e + 5 seconds of a fake clock; it can unlearn after
+    `unlearn_after` steps (so the best epoch is an early one) and die in `die_in_epoch`."""
+
+    def __init__(self, clock, unlearn_after=None, die_in_epoch=None):
+        super().__init__()
+        clock["now"] = 0.0  # the Trainer starts its interval when fit starts
+        self.clock = clock
+        self.unlearn_after = unlearn_after
+        self.die_in_epoch = die_in_epoch
+
+    def on_epoch_start(self, state, epoch):
+        self.clock["now"] = 10.0 * epoch + 5.0
+        return state
+
+    def train_batches(self, epoch):
+        for i, batch in enumerate(super().train_batches(epoch)):
+            if epoch == self.die_in_epoch and i == 1:
+                raise _Killed()
+            yield batch
+
+    def _train_step(self, state, batch):
+        new, metrics = super()._train_step(state, batch)
+        if self.unlearn_after is None:
+            return new, metrics
+        sign = jnp.where(state.step < self.unlearn_after, 1.0, -1.0)  # gradient ascent later
+        params = jax.tree_util.tree_map(lambda o, n: o + sign * (n - o), state.params, new.params)
+        return new.replace(params=params), metrics
+
+
+class _Killed(Exception):
+    pass
+
+
+def _clocked_trainer(workdir, interval, clock, **kw):
+    return loop.Trainer(
+        _cfg(checkpoint_interval_s=interval, **kw), workdir, clock=lambda: clock["now"]
+    )
+
+
+def _steps_on_disk(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+@pytest.mark.slow
+def test_throttled_run_killed_between_saves_resumes_to_identical_results(tmp_path, monkeypatch):
+    clock = {"now": 0.0}
+    every = _clocked_trainer(tmp_path / "every", 0, clock, max_epochs=6)
+    straight = every.fit(_ClockedTask(clock))
+    assert every.checkpoint_saves == 6  # interval 0: one save per epoch, as without a throttle
+    # Interval 25 s: a save is due at the end of epoch 2 (25 s) and of epoch 5 (55 s).
+    throttled = _clocked_trainer(tmp_path / "a", 25, clock, max_epochs=6)
+    assert throttled.fit(_ClockedTask(clock)).final_metrics == straight.final_metrics
+    # Each save also writes the newest best epoch first when it is neither on disk nor the
+    # epoch being saved.
+    improved, best = set(), -math.inf
+    for r in _metric_lines(tmp_path / "every" / "metrics.jsonl")[:6]:
+        if r["valid/ndcg@2"] > best:
+            improved.add(r["epoch"])
+            best = r["valid/ndcg@2"]
+    newest_best = [max((e for e in improved if e <= s), default=-1) for s in (2, 5)]
+    expected = 2 + sum(p < b < s for b, s, p in zip(newest_best, (2, 5), (-1, 2)))
+    assert throttled.checkpoint_saves == expected
+    # Killed in epoch 4: no chance to save, so the newest checkpoint is epoch 2's (step 3).
+    monkeypatch.setattr(loop.checkpointing.ThrottledSaver, "flush_on_error", lambda self: None)
+    with pytest.raises(_Killed):
+        _clocked_trainer(tmp_path / "b", 25, clock, max_epochs=6).fit(
+            _ClockedTask(clock, die_in_epoch=4)
+        )
+    assert max(_steps_on_disk(tmp_path / "b")) == 3
+    assert [r["epoch"] for r in _metric_lines(tmp_path / "b" / "metrics.jsonl")] == [0, 1, 2, 3]
+    monkeypatch.undo()
+    resumed = _clocked_trainer(tmp_path / "b", 25, clock, max_epochs=6).fit(_ClockedTask(clock))
+    assert resumed.final_metrics == straight.final_metrics
+    assert resumed.best_epoch == straight.best_epoch and resumed.epochs_run == 6
+    chex.assert_trees_all_equal(resumed.best_state.params, straight.best_state.params)
+    assert _metric_lines(tmp_path / "b" / "metrics.jsonl") == _metric_lines(
+        tmp_path / "every" / "metrics.jsonl"
+    )
+
+
+@pytest.mark.slow
+def test_best_epoch_never_newest_at_a_save_is_the_restored_best(tmp_path):
+    clock = {"now": 0.0}
+    # Learns for 2 epochs (6 steps), then unlearns: the best is epoch 0 or 1, never saved as
+    # the newest epoch with interval 25 s (the first save is due at the end of epoch 2).
+    every = _clocked_trainer(tmp_path / "every", 0, clock, max_epochs=5)
+    straight = every.fit(_ClockedTask(clock, unlearn_after=6))
+    assert straight.best_epoch in (0, 1) and every.checkpoint_saves == 5
+    lines = _metric_lines(tmp_path / "every" / "metrics.jsonl")
+    best_ndcg = max(r["valid/ndcg@2"] for r in lines[:5])
+    assert lines[straight.best_epoch]["valid/ndcg@2"] == best_ndcg > lines[4]["valid/ndcg@2"]
+    # The save at the end of epoch 2 writes the best epoch under its own step, then epoch 2;
+    # epoch 3 (35 s) waits in memory and is written when epoch 4 raises. The newest
+    # checkpoint's early-stopping state names the best epoch, which is on disk.
+    killed = _clocked_trainer(tmp_path / "b", 25, clock, max_epochs=5)
+    with pytest.raises(_Killed):
+        killed.fit(_ClockedTask(clock, unlearn_after=6, die_in_epoch=4))
+    assert killed.checkpoint_saves == 3
+    assert _steps_on_disk(tmp_path / "b") == [straight.best_epoch + 1, 4]
+    ckpt = loop.checkpointing.Checkpointer(tmp_path / "b" / "checkpoints")
+    abstract = loop.checkpointing.abstract_like(straight.best_state)
+    _, latest_meta = ckpt.restore(abstract)
+    best_state, best_meta = ckpt.restore(abstract, which="best")
+    ckpt.close()
+    assert latest_meta["early_stopping"]["best_epoch"] == best_meta["epoch"]
+    assert best_meta["epoch"] == straight.best_epoch
+    chex.assert_trees_all_equal(best_state.params, straight.best_state.params)
+    resumed = _clocked_trainer(tmp_path / "b", 25, clock, max_epochs=5)
+    result = resumed.fit(_ClockedTask(clock, unlearn_after=6))
+    assert result.best_epoch == straight.best_epoch
+    assert result.final_metrics == straight.final_metrics
+    chex.assert_trees_all_equal(result.best_state.params, straight.best_state.params)
+    # A run never interrupted with a long interval writes only at its end: the best, the last.
+    once = _clocked_trainer(tmp_path / "c", 1e9, clock, max_epochs=5)
+    assert once.fit(_ClockedTask(clock, unlearn_after=6)).final_metrics == straight.final_metrics
+    assert once.checkpoint_saves == 2 and _steps_on_disk(tmp_path / "c") == [
+        straight.best_epoch + 1,
+        5,
+    ]

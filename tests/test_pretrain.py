@@ -51,11 +51,13 @@ def test_cut_points_and_padding():
     np.testing.assert_array_equal(d.train_users, [0])  # 3 items: no training sample
     np.testing.assert_array_equal(d.train_input[0], [4, 5, 6, 7])  # S[:-3], last 4
     np.testing.assert_array_equal(d.train_target[0], [5, 6, 7, 8])  # S[1:-2]
-    np.testing.assert_array_equal(d.train_full[0], [1, 2, 3, 4, 5, 6, 7])  # whole S[:-3]
+    np.testing.assert_array_equal(d.train_full.row(0), [1, 2, 3, 4, 5, 6, 7])  # whole S[:-3]
+    assert d.full_width == 7
     v, t = d.eval["valid"], d.eval["test"]
     np.testing.assert_array_equal(v["target"], [9, 4])
     np.testing.assert_array_equal(v["input"][1], [0, 0, 0, 3])  # S[:-2]
-    np.testing.assert_array_equal(v["exclude"][0], np.arange(1, 9))  # whole prefix, not last 4
+    np.testing.assert_array_equal(v["exclude"].row(0), np.arange(1, 9))  # whole prefix, not last 4
+    np.testing.assert_array_equal(v["exclude"].row(1), [3])
     np.testing.assert_array_equal(t["target"], [10, 5])
     with pytest.raises(ValueError, match="outside 1..12"):
         pretrain_data.build_sequence_data([np.array([1, 13, 2, 3])], 12, 4)
@@ -364,3 +366,4 @@ def test_benchmark_reports_pretrain_throughput():
         assert result["train_seq_per_s_last_target"] > 0  # RecBole's objective, ce only
         assert result["peak_rss_gb"] > 0 and result["batch_size"] == 8
         assert (result["target_fraction"] == 1.0) == full_length
+        assert 1 <= result["eval_compilations"] <= 3  # mean 20 items, L 40: widths 40, longest

@@ -18,7 +18,7 @@ def test_fingerprint_ignores_speed_only_fields(tmp_path):
     base = pretrain_stage._fingerprint(config, tmp_path)
     speed = (
         ("ce_chunk", 7), ("remat", True), ("eval_batch_size", 8), ("microbatch", 4),
-        ("query_blocks", 1),
+        ("query_blocks", 1), ("checkpoint_interval_s", 0.0),
     )  # fmt: skip
     for field, value in speed + (("eval_splits", ("valid", "test")),):
         changed = tiny.get_config()

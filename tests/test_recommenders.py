@@ -84,3 +84,28 @@ def test_late_fusion_system_reproduces_its_one_turn_row(loaded, tiny_trained_wor
     want = late_fusion.metrics(config, tiny_trained_workdir, "test")
     for m in ("hit@10", "ndcg@10", "hit@20"):
         assert got[m] == pytest.approx(want[m], abs=1e-5), m
+
+
+def test_item_chunked_rankings_equal_the_full_ones(loaded, tiny_trained_workdir):
+    # Every system's ranker (multi-turn `item_chunk`) gives `rank_items`'s lists, and the
+    # one-turn table's computed rows (`em.eval_item_chunk`) the unchunked metrics.
+    from latentcrs_jax.conversation import filter as filter_lib
+    from latentcrs_jax.evaluation import chunked, late_fusion
+
+    systems, ctx = loaded
+    test = ctx.dataset.splits["test"]
+    texts = simulate_stage.load_texts(tiny_trained_workdir, "test")[:32]
+    history = test.history[:32]
+    for name, system in systems.items():
+        want = filter_lib.rank_items(system.score(history, texts), history, k=30)
+        got = chunked.ranked_lists(*system.ranker.top_k(history, texts, 30, 7, True))
+        assert got == want, name
+    config = tiny.get_config()
+    full = one_turn.baseline_metrics(tiny_trained_workdir, "test", True)
+    fused = late_fusion.metrics(config, tiny_trained_workdir, "test")
+    config.em.eval_item_chunk = 7
+    for row, metrics in one_turn.baseline_metrics(tiny_trained_workdir, "test", True, 7).items():
+        assert metrics == pytest.approx(full[row], abs=1e-6), row
+    assert late_fusion.metrics(config, tiny_trained_workdir, "test") == pytest.approx(
+        fused, abs=1e-6
+    )

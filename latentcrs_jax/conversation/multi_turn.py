@@ -20,6 +20,10 @@ class MultiTurnConfigError(UserInputError, ValueError):
     """A bad `config.multi_turn` field."""
 
 
+# Fields that change speed or memory, not the dialogues: never fingerprinted.
+SPEED_ONLY = ("item_chunk",)
+
+
 @dataclasses.dataclass(frozen=True)
 class SystemSpec:
     """A row of the table: which recommender, and whether the hard filter re-orders it."""
@@ -64,6 +68,7 @@ class MultiTurnSettings:
     transcripts_per_system: int = 5
     systems: tuple[str, ...] = tuple(SYSTEM_SPECS)
     batch_size: int = 256
+    item_chunk: int = 0
     faithful_filter_order: bool = False
     state_tracker: str = "rules"
     tracker_base_url: str = ""
@@ -117,6 +122,8 @@ class MultiTurnSettings:
         ):
             if int(getattr(self, name)) < 1:
                 raise MultiTurnConfigError(f"multi_turn.{name} must be >= 1")
+        if int(self.item_chunk) < 0:
+            raise MultiTurnConfigError("multi_turn.item_chunk must be >= 0 (0: all items at once)")
         if self.validator not in validator_lib.KINDS:
             raise MultiTurnConfigError(
                 f"multi_turn.validator must be one of {validator_lib.KINDS}, got {self.validator!r}"

@@ -26,8 +26,10 @@ system and role, and `multi_turn.md` ends with the token-cost table (`costs.py`)
 Rounds are batched across samples and systems: per round, every text a text-using system will
 rank is embedded in one call (`EmbeddingMemo.prefetch`; systems that share a dialogue text
 share its embedding), then each system scores its open dialogues `batch_size` rows at a time
-(padded, so one compile per system). The settings are in multi_turn.py, the per-system
-results and the files in multi_turn_results.py, the pipeline stage in multi_turn_stage.py.
+(padded, so one compile per system), against every item at once or, with `item_chunk` > 0,
+`item_chunk` items at a time under a running top-k (`evaluation/chunked.py`: the same lists).
+The settings are in multi_turn.py, the per-system results and the files in
+multi_turn_results.py, the pipeline stage in multi_turn_stage.py.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from latentcrs_jax.conversation.multi_turn import (
     SystemSpec,
 )
 from latentcrs_jax.conversation.state import ConversationState
+from latentcrs_jax.evaluation import chunked
 from latentcrs_jax.simulator.state import DialogueState, Utterance, history_ids
 from latentcrs_jax.simulator.tokens import TokenUsage
 
@@ -128,10 +131,19 @@ class _Dialogue:
 
 
 def _score_rows(
-    recommender, histories: np.ndarray, texts: Sequence[str], batch_size: int, k: int, mask: bool
+    recommender,
+    histories: np.ndarray,
+    texts: Sequence[str],
+    batch_size: int,
+    k: int,
+    mask: bool,
+    item_chunk: int = 0,
 ) -> list[list[int]]:
-    """Ranked ids (top k) of each row, scoring `batch_size` padded rows per call."""
+    """Ranked ids (top k) of each row, scoring `batch_size` padded rows per call; with
+    `item_chunk` > 0 and a recommender that has a `ranker`, that many items at a time (the
+    same lists as `filter.rank_items` of the full scores)."""
     out: list[list[int]] = []
+    ranker = getattr(recommender, "ranker", None) if item_chunk else None
     for start in range(0, len(texts), batch_size):
         h = histories[start : start + batch_size]
         t = list(texts[start : start + batch_size])
@@ -139,6 +151,11 @@ def _score_rows(
         if n < batch_size:
             h = np.concatenate([h, np.zeros((batch_size - n, h.shape[1]), h.dtype)])
             t += [""] * (batch_size - n)
+        if ranker is not None:
+            k_ids = min(int(k), ranker.num_ids - 1)
+            ids, scores = ranker.top_k(h, t, k_ids, item_chunk, mask)
+            out += chunked.ranked_lists(ids[:n], scores[:n])
+            continue
         scores = np.asarray(recommender.score(h, t))[:n]
         out += filter_lib.rank_items(scores, h[:n], k=k, mask_history=mask)
     return out
@@ -351,6 +368,7 @@ def run_dialogues(
                     batch,
                     k,
                     settings.mask_history,
+                    settings.item_chunk,
                 )
                 proposals = [
                     _recommend(spec, d.conv, ids, vocab, titles, has_title, settings)

@@ -22,6 +22,7 @@ from latentcrs_jax.conversation import llm_recommender as llm_rec_lib
 from latentcrs_jax.conversation import validator as validator_lib
 from latentcrs_jax.conversation.features import FeatureVocab
 from latentcrs_jax.conversation.multi_turn import (
+    SPEED_ONLY,
     MultiTurnConfigError,
     MultiTurnSettings,
 )
@@ -57,7 +58,7 @@ def _fingerprint(config, workdir: pathlib.Path, settings: MultiTurnSettings) -> 
     }
     return stage_manifest.fingerprint(
         upstream=upstream,
-        multi_turn=dataclasses.asdict(settings),
+        multi_turn={k: v for k, v in dataclasses.asdict(settings).items() if k not in SPEED_ONLY},
         simulator=simulate_stage.fingerprint_section(config.simulator),
         text=encode_stage.fingerprint_section(config.text),
         em_seed=seed,

@@ -8,6 +8,13 @@ a grid search maximising NDCG@10 (history masked as in every table): w_t over `T
 w_b = 1 - w_t (ranking is invariant to a common positive scale) and w_p over `POP_GRID`; among
 equal scores the first candidate wins (lowest text weight, then lowest popularity weight).
 
+Memory: the fit caches the z-scores of at most `MAX_FIT_CELLS` validation rows x items (an
+evenly spaced subset of rows on big catalogues); every other use (the test metrics, the
+conversation system) scores a batch of rows at a time from the user and utterance vectors,
+and with an item chunk (`em.eval_item_chunk`, `multi_turn.item_chunk`) a chunk of items at a
+time: each row's mean and deviation come from a first pass over the chunks
+(`chunked.moments`), the ranking from a second (`chunked.ChunkedScorer`).
+
 Not part of the paper: the honest bar that a fused model has to beat to be worth its training
 (issue 18). The fitted weights and their validation metrics are written to
 `<workdir>/eval/late_fusion.json` and reused while its upstream stages are unchanged.
@@ -24,7 +31,7 @@ import numpy as np
 from absl import logging
 
 from latentcrs_jax import fileio, stage_manifest
-from latentcrs_jax.evaluation import ranking
+from latentcrs_jax.evaluation import chunked, ranking
 
 TEXT_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # w_t; w_b = 1 - w_t.
 POP_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)  # w_p of the z-scored log popularity.
@@ -66,6 +73,57 @@ def zscore(scores: jax.Array, eps: float = 1e-6) -> jax.Array:
 def fuse(z_backbone: jax.Array, z_text: jax.Array, z_pop: jax.Array, w: jax.Array) -> jax.Array:
     """w[0] z_b + w[1] z_t + w[2] z_p: float32[B, N+1] (z_pop may be float32[N+1])."""
     return w[0] * z_backbone + w[1] * z_text + w[2] * z_pop
+
+
+class Fused:
+    """The fused score for fixed weights and item tables, whole rows or any item ids.
+
+    Args:
+      item_emb: float32[N+1, d] backbone item embeddings e_y.
+      item_text_emb: float32[N+1, D_x] item-text embeddings t_y.
+      log_pop: float32[N+1] log(1 + count).
+      weights: the fitted `Weights`.
+    """
+
+    def __init__(self, item_emb, item_text_emb, log_pop, weights: Weights, eps: float = 1e-6):
+        self.e, self.t = jnp.asarray(item_emb), jnp.asarray(item_text_emb)
+        self.zp = zscore(jnp.asarray(log_pop)[None, :])[0]
+        self.w = jnp.asarray(weights.as_array())
+        self.eps, self.num_ids = eps, self.e.shape[0]
+        self.full = jax.jit(self._full)
+        self.inputs = jax.jit(self._inputs, static_argnames="chunk_size")
+
+    def _full(self, h: jax.Array, x: jax.Array) -> jax.Array:
+        """float32[B, N+1] from user vectors h [B, d] and utterance vectors x [B, D_x]."""
+        return fuse(zscore(h @ self.e.T), zscore(x @ self.t.T), self.zp, self.w)
+
+    def _inputs(self, h: jax.Array, x: jax.Array, chunk_size: int) -> tuple:
+        """(h, x, mean_b, std_b, mean_t, std_t): each row's moments over items 1..N."""
+        b = h.shape[0]
+        mb, sb = chunked.moments(
+            lambda ids: h @ chunked.take(self.e, ids).T, self.num_ids, b, chunk_size
+        )
+        mt, st = chunked.moments(
+            lambda ids: x @ chunked.take(self.t, ids).T, self.num_ids, b, chunk_size
+        )
+        return h, x, mb, sb, mt, st
+
+    def item_scores(self, inputs: tuple, ids: jax.Array | None) -> jax.Array:
+        """float32[B, C] fused scores of ids int32[C] (None: all ids; PAD's column is not the
+        z-score's 0 there, and is never ranked)."""
+        h, x, mb, sb, mt, st = inputs
+        zb = (h @ chunked.take(self.e, ids).T - mb[:, None]) / (sb[:, None] + self.eps)
+        zt = (x @ chunked.take(self.t, ids).T - mt[:, None]) / (st[:, None] + self.eps)
+        return fuse(zb, zt, chunked.take(self.zp, ids), self.w)
+
+    def scorer(self, vectors: Callable | None = None) -> chunked.ChunkedScorer:
+        """A `ChunkedScorer`; `vectors(histories, texts) -> (h, x)` makes its inputs."""
+
+        def prepare(histories, texts, chunk_size):
+            h, x = vectors(histories, texts)
+            return self.inputs(jnp.asarray(h), jnp.asarray(x), chunk_size=chunk_size)
+
+        return chunked.ChunkedScorer(prepare, self.item_scores, self.num_ids)
 
 
 def log_popularity(counts: np.ndarray) -> np.ndarray:
@@ -177,10 +235,24 @@ def _fingerprint(workdir: pathlib.Path, mask_history: bool, faithful_backbone: b
     )
 
 
-def split_inputs(config, workdir: str | pathlib.Path, split: str, max_rows: int | None = None):
-    """(Inputs of `split`, log popularity [N+1]) of a workdir with finished encode and pretrain.
+@dataclasses.dataclass(frozen=True)
+class Vectors:
+    """One split's factors of the component scores, row-aligned: backbone = h . e_y, text =
+    x . t_y (O(rows + items) memory)."""
 
-    `max_rows` keeps an evenly spaced subset of the rows (bounded memory on big catalogues).
+    h: np.ndarray  # float32[S, d] frozen user states h_u.
+    x: np.ndarray  # float32[S, D_x] utterance embeddings.
+    item_emb: np.ndarray  # float32[N+1, d].
+    item_text: np.ndarray  # float32[N+1, D_x].
+    log_pop: np.ndarray  # float32[N+1].
+    target: np.ndarray  # int32[S].
+    history: np.ndarray  # int32[S, H].
+
+
+def split_vectors(config, workdir: str | pathlib.Path, split: str, max_rows: int | None = None):
+    """`Vectors` of `split` of a workdir with finished encode and pretrain.
+
+    `max_rows` keeps an evenly spaced subset of the rows.
     Raises FileNotFoundError when item-text or utterance embeddings are missing.
     """
     from latentcrs_jax import artifacts
@@ -207,18 +279,29 @@ def split_inputs(config, workdir: str | pathlib.Path, split: str, max_rows: int 
         s.history[rows],
         pretrain_positions=not bool(config.em.faithful_backbone),
     )
-    emb = np.asarray(params["params"]["item_embed"]["embedding"])
-    inputs = Inputs(
-        backbone=h @ emb.T,
-        text=x[rows] @ items.T,
+    return Vectors(
+        h=np.asarray(h),
+        x=x[rows],
+        item_emb=np.asarray(params["params"]["item_embed"]["embedding"]),
+        item_text=items,
+        log_pop=log_popularity(one_turn.popularity_scores(ds)),
         target=s.target[rows],
         history=s.history[rows],
     )
-    return inputs, log_popularity(one_turn.popularity_scores(ds))
+
+
+def split_inputs(config, workdir: str | pathlib.Path, split: str, max_rows: int | None = None):
+    """(Inputs of `split`, log popularity [N+1]): the whole rows x items component scores, for
+    the fit (`max_rows` bounds them). Raises FileNotFoundError as `split_vectors`."""
+    v = split_vectors(config, workdir, split, max_rows)
+    inputs = Inputs(
+        backbone=v.h @ v.item_emb.T, text=v.x @ v.item_text.T, target=v.target, history=v.history
+    )
+    return inputs, v.log_pop
 
 
 def evaluator_for(config, workdir, split: str, max_rows: int | None = None):
-    """`split_evaluator` over a workdir's split."""
+    """`split_evaluator` over a workdir's split (rows x items z-scores: for the fit)."""
     inputs, log_pop = split_inputs(config, workdir, split, max_rows)
     return split_evaluator(
         inputs.backbone,
@@ -228,6 +311,38 @@ def evaluator_for(config, workdir, split: str, max_rows: int | None = None):
         inputs.history,
         bool(config.em.mask_history),
     )
+
+
+def vector_metrics(
+    v: Vectors, weights: Weights, mask_history: bool, chunk_size: int = 0, batch_size: int = 256
+) -> dict[str, float]:
+    """HIT/NDCG of the fused score over a split, `batch_size` rows at a time.
+
+    Never holds rows x items scores: a batch's [B, N+1] scores, or with `chunk_size` > 0
+    [B, chunk_size] (moments, then a running top-k over the chunks).
+    """
+    fused = Fused(v.item_emb, v.item_text, v.log_pop, weights)
+    arrays = {"h": v.h, "x": v.x, "target": v.target, "history": v.history}
+    if not chunk_size:
+
+        @jax.jit
+        def step(b):
+            return ranking.full_ranking_metrics(
+                fused.full(b["h"], b["x"]),
+                b["target"],
+                b["history"],
+                b["valid"],
+                mask_history=mask_history,
+            )
+
+        return ranking.evaluate(step, ranking.padded_batches(arrays, batch_size))
+    scorer, kmax = fused.scorer(), max(ranking.DEFAULT_KS)
+    acc = ranking.MetricAccumulator()
+    for b in ranking.padded_batches(arrays, batch_size):
+        inputs = fused.inputs(jnp.asarray(b["h"]), jnp.asarray(b["x"]), chunk_size=chunk_size)
+        ids, scores = scorer.top_k_prepared(inputs, b["history"], kmax, chunk_size, mask_history)
+        acc.add(ranking.metrics_from_top_k(ids, scores, b["target"], b["valid"]))
+    return acc.result()
 
 
 def load_or_fit(config, workdir: str | pathlib.Path) -> Weights:
@@ -272,9 +387,12 @@ def load_or_fit(config, workdir: str | pathlib.Path) -> Weights:
 
 
 def metrics(config, workdir, split: str = "test") -> dict[str, float]:
-    """HIT/NDCG of late fusion on `split` with the validation-fitted weights."""
+    """HIT/NDCG of late fusion on `split` with the validation-fitted weights (items chunked by
+    `em.eval_item_chunk`)."""
     weights = load_or_fit(config, workdir)
-    return evaluator_for(config, workdir, split)(weights)
+    v = split_vectors(config, workdir, split)
+    chunk = int(config.em.eval_item_chunk)
+    return vector_metrics(v, weights, bool(config.em.mask_history), chunk)
 
 
 def recommender_score(
@@ -286,18 +404,20 @@ def recommender_score(
     weights: Weights,
 ) -> Callable[[np.ndarray, Sequence[str]], np.ndarray]:
     """`score(histories int32[B, H], texts) -> float32[B, N+1]` for the conversation systems."""
-    zp = zscore(jnp.asarray(log_pop)[None, :])[0]
-    w = jnp.asarray(weights.as_array())
-    e, t = jnp.asarray(item_emb), jnp.asarray(item_text_emb)
-
-    @jax.jit
-    def forward(h, x):
-        return fuse(zscore(h @ e.T), zscore(x @ t.T), zp, w)
+    fused = Fused(item_emb, item_text_emb, log_pop, weights)
 
     def score_fn(history, texts):
-        return np.asarray(forward(user_states(history), embed(list(texts))))
+        return np.asarray(fused.full(user_states(history), embed(list(texts))))
 
     return score_fn
+
+
+def chunked_scorer(
+    user_states, embed, item_emb, item_text_emb, log_pop, weights: Weights
+) -> chunked.ChunkedScorer:
+    """`recommender_score`'s ranking, a chunk of items at a time (same arguments)."""
+    fused = Fused(item_emb, item_text_emb, log_pop, weights)
+    return fused.scorer(lambda history, texts: (user_states(history), embed(list(texts))))
 
 
 def describe(weights: Weights) -> str:

@@ -15,7 +15,9 @@ Rows (all full ranking over every item, PAD never ranked, history masked unless
   LatentCRS^V          a validator re-ranks the prior's top N (`one_turn_validated.py`: the
                        keyless stand-in per seed; the LLM validator, first seed, when set).
 Trained rows come from each EM phase's `final_metrics.json` (the best-valid state); the others
-are computed here. Output: `<workdir>/eval/one_turn.{json,md}`.
+are computed here, 256 samples at a time, and with `em.eval_item_chunk` > 0 that many items at
+a time (a running top-k; never the [256, N+1] scores), as the EM evaluation.
+Output: `<workdir>/eval/one_turn.{json,md}`.
 """
 
 import json
@@ -29,7 +31,7 @@ from absl import logging
 from latentcrs_jax import fileio
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
-from latentcrs_jax.evaluation import late_fusion, one_turn_validated, ranking
+from latentcrs_jax.evaluation import chunked, late_fusion, one_turn_validated, ranking
 from latentcrs_jax.text import stage as encode_stage
 
 METRICS = tuple(f"{m}@{k}" for m in ("hit", "ndcg") for k in ranking.DEFAULT_KS)
@@ -56,42 +58,62 @@ def popularity_scores(ds: dataset_lib.ProcessedDataset) -> np.ndarray:
     return counts
 
 
-def _rank(score_fn, arrays: dict[str, np.ndarray], mask_history: bool, batch_size: int = 256):
+def _rank(
+    score_fn,
+    num_ids: int,
+    arrays: dict[str, np.ndarray],
+    mask_history: bool,
+    chunk: int,
+    batch_size: int = 256,
+):
+    """Metrics of `score_fn(batch, ids)` -> float32[B, C] scores of ids int32[C] (None: all
+    `num_ids` = N+1 ids); `chunk` > 0 scores that many items at a time under a running top-k
+    (`ranking.chunked_top_k`)."""
+
     @jax.jit
     def step(batch):
-        return ranking.full_ranking_metrics(
-            score_fn(batch),
-            batch["target"],
+        if not chunk:
+            scores = score_fn(batch, None)
+            return ranking.full_ranking_metrics(
+                scores, batch["target"], batch["history"], batch["valid"], mask_history=mask_history
+            )
+        top_scores, top_ids = ranking.chunked_top_k(
+            lambda ids: score_fn(batch, ids),
+            num_ids,
+            batch["target"].shape[0],
             batch["history"],
-            batch["valid"],
+            chunk_size=chunk,
             mask_history=mask_history,
         )
+        return ranking.metrics_from_top_k(top_ids, top_scores, batch["target"], batch["valid"])
 
     return ranking.evaluate(step, ranking.padded_batches(arrays, batch_size))
 
 
-def baseline_metrics(workdir: str | pathlib.Path, split: str, mask_history: bool) -> dict:
-    """Popularity and text-only retrieval on one split: {row: {metric: value}}."""
+def baseline_metrics(
+    workdir: str | pathlib.Path, split: str, mask_history: bool, chunk: int = 0
+) -> dict:
+    """Popularity and text-only retrieval on one split: {row: {metric: value}}; `chunk` > 0
+    ranks that many items at a time (`em.eval_item_chunk`)."""
     ds = dataset_lib.load(prepare_lib.data_dir(workdir))
     s = ds.splits[split]
     pop = jnp.asarray(popularity_scores(ds))
-    rows = {
-        "popularity": _rank(
-            lambda b: jnp.broadcast_to(pop, (b["target"].shape[0], pop.shape[0])),
-            {"target": s.target, "history": s.history},
-            mask_history,
-        )
-    }
+
+    def pop_scores(b, ids):
+        column = chunked.take(pop, ids)
+        return jnp.broadcast_to(column, (b["target"].shape[0], column.shape[0]))
+
+    arrays = {"target": s.target, "history": s.history}
+    rows = {"popularity": _rank(pop_scores, pop.shape[0], arrays, mask_history, chunk)}
     try:
         items = jnp.asarray(encode_stage.load(workdir, "items"))
     except FileNotFoundError:
         return rows  # precomputed utterance embeddings without item texts
     x = encode_stage.load(workdir, split)
     if x.shape[1] == items.shape[1]:
+        text_scores = lambda b, ids: b["x"] @ chunked.take(items, ids).T  # noqa: E731 (cosine)
         rows["text-only retrieval"] = _rank(
-            lambda b: b["x"] @ items.T,  # both are L2-normalised: cosine
-            {"x": x, "target": s.target, "history": s.history},
-            mask_history,
+            text_scores, items.shape[0], arrays | {"x": x}, mask_history, chunk
         )
     return rows
 
@@ -113,14 +135,15 @@ def collect(workdir: str | pathlib.Path, seeds, plans, split: str = "test") -> d
 
 
 def build_table(
-    workdir, seeds, plans, mask_history: bool, split: str = "test", extra_rows=None
+    workdir, seeds, plans, mask_history: bool, split: str = "test", extra_rows=None, chunk=0
 ) -> dict:
     """{row: {metric: {"mean", "std", "values"}}}, trained rows and baselines together.
 
-    `extra_rows` ({row: {metric: value}}) are further single-valued rows (e.g. late fusion).
+    `extra_rows` ({row: {metric: value}}) are further single-valued rows (e.g. late fusion);
+    `chunk` > 0 ranks the baselines that many items at a time.
     """
     raw = collect(workdir, seeds, plans, split)
-    baselines = baseline_metrics(workdir, split, mask_history) | dict(extra_rows or {})
+    baselines = baseline_metrics(workdir, split, mask_history, chunk) | dict(extra_rows or {})
     for label, metrics in baselines.items():
         raw[label] = {m: [metrics[m]] for m in METRICS}
     return {
@@ -163,6 +186,7 @@ def run(config, workdir: str | pathlib.Path) -> str:
         tuple(config.em_plans),
         bool(config.em.mask_history),
         extra_rows=extra,
+        chunk=int(config.em.eval_item_chunk),
     )
     for label, row in one_turn_validated.rows(config, workdir).items():
         table[label] = {

@@ -2,9 +2,9 @@
 
 In the one-turn protocol the dialogue is the first utterance and nothing is filtered, so ^V
 re-ranks the top N (`multi_turn.validator_candidates`) of the LatentCRS prior's full ranking
-(history masked as in the other rows) and HIT/NDCG@5..20 are read from that list (past N the
-prior's order stands). The prior scores the test split with the encode stage's utterance
-embeddings, as the trained rows do.
+(history masked as in the other rows; items `em.eval_item_chunk` at a time when set) and
+HIT/NDCG@5..20 are read from that list (past N the prior's order stands). The prior scores
+the test split with the encode stage's utterance embeddings, as the trained rows do.
 * The keyless stand-in (`conversation/validator.py`, the default), every EM seed: its text
   similarity is the cosine between the utterance embedding and each item-text embedding. With
   `validator_standin_weight = 1` it reproduces the prior's row.
@@ -81,7 +81,8 @@ def _prior_lists(config, workdir, seed: int, x: np.ndarray, k: int) -> tuple[np.
     if "latentcrs" not in systems:
         return None
     test = ctx.dataset.splits["test"]
-    score = systems["latentcrs"].score
+    system, mask = systems["latentcrs"], bool(config.em.mask_history)
+    chunk = int(config.em.eval_item_chunk)
     ids, scs = [], []
     batch = 256
     for start in range(0, len(test), batch):
@@ -89,8 +90,11 @@ def _prior_lists(config, workdir, seed: int, x: np.ndarray, k: int) -> tuple[np.
         pad = batch - len(rows)
         h = np.asarray(test.history[rows])
         hp = np.concatenate([h, np.zeros((pad, h.shape[1]), h.dtype)]) if pad else h
-        s = np.asarray(score(hp, [str(r) for r in rows] + ["0"] * pad))[: len(rows)]
-        i, t = top_lists(s, h, k, bool(config.em.mask_history))
+        texts = [str(r) for r in rows] + ["0"] * pad
+        if chunk:  # items `chunk` at a time (em.eval_item_chunk); -inf entries never count
+            i, t = (a[: len(rows)] for a in system.ranker.top_k(hp, texts, k, chunk, mask))
+        else:
+            i, t = top_lists(np.asarray(system.score(hp, texts))[: len(rows)], h, k, mask)
         ids.append(i)
         scs.append(t)
     return np.concatenate(ids), np.concatenate(scs), np.asarray(test.target), ctx

@@ -12,11 +12,16 @@ Systems (each present when its stage or input exists), the rows of the one-turn 
 "popularity" (training-interaction counts, history and text ignored), "late_fusion"
 (z-scored backbone + text + log popularity, weights fitted on the validation split:
 evaluation/late_fusion.py).
+
+Every system also carries a `chunked.ChunkedScorer` (`Recommender.ranker`): the same scores
+for any subset of item ids, so that callers with an item chunk (`multi_turn.item_chunk`,
+`em.eval_item_chunk` in the one-turn table) never hold B x (N+1) scores.
 """
 
 import dataclasses
 import pathlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +31,7 @@ from absl import logging
 from latentcrs_jax import artifacts
 from latentcrs_jax.data import dataset as dataset_lib
 from latentcrs_jax.data import prepare as prepare_lib
-from latentcrs_jax.evaluation import late_fusion, one_turn
+from latentcrs_jax.evaluation import chunked, late_fusion, one_turn
 from latentcrs_jax.text import encode
 from latentcrs_jax.text import stage as encode_stage
 from latentcrs_jax.training import em, em_data
@@ -39,6 +44,17 @@ class Recommender:
     name: str
     score: Callable[[np.ndarray, Sequence[str]], np.ndarray]
     intents: Callable[[np.ndarray, Sequence[str]], np.ndarray] | None = None
+    ranker: chunked.ChunkedScorer | None = None  # The same scores, any item ids.
+
+
+def dot_scorer(vectors: Callable[[np.ndarray, Sequence[str]], Any], table) -> chunked.ChunkedScorer:
+    """`ChunkedScorer` of score(b, y) = vectors(histories, texts)[b] . table[y]."""
+    table = jnp.asarray(table)
+    return chunked.ChunkedScorer(
+        lambda history, texts, _: jnp.asarray(vectors(history, texts)),
+        lambda v, ids: v @ chunked.take(table, ids).T,
+        table.shape[0],
+    )
 
 
 @dataclasses.dataclass
@@ -106,7 +122,25 @@ def _prior_system(name: str, ctx: Context, cfg: em.EMConfig, params, intents) ->
     def intent_dist(history, texts):
         return np.asarray(forward(params, ctx.user_states(history), ctx.embed(list(texts)))[0])
 
-    return Recommender(name, score, intent_dist)
+    @jax.jit
+    def vectors(p, h, x):
+        return prior.apply(p, h, x, deterministic=True)[1]
+
+    def prepare(history, texts, _):
+        x = jnp.asarray(ctx.embed(list(texts)))
+        return params, vectors(params, ctx.user_states(history), x), x
+
+    def item_scores(inputs, ids):
+        p, user, x = inputs
+        scores = user @ chunked.take(emb, ids).T
+        if item_text is not None:
+            scores = scores + prior.apply(
+                p, x, chunked.take(item_text, ids), method="text_item_scores"
+            )
+        return scores
+
+    ranker = chunked.ChunkedScorer(prepare, item_scores, emb.shape[0])
+    return Recommender(name, score, intent_dist, ranker)
 
 
 def _posterior_system(ctx: Context, params, intents) -> Recommender:
@@ -126,7 +160,9 @@ def _posterior_system(ctx: Context, params, intents) -> Recommender:
         del texts
         return np.asarray(forward(params, ctx.user_states(history))[0])
 
-    return Recommender("posterior", score, intent_dist)
+    user_vector = jax.jit(lambda p, h: posterior.apply(p, h)[1])
+    ranker = dot_scorer(lambda history, _: user_vector(params, ctx.user_states(history)), emb)
+    return Recommender("posterior", score, intent_dist, ranker)
 
 
 def _popularity_system(ctx: Context) -> Recommender:
@@ -135,7 +171,15 @@ def _popularity_system(ctx: Context) -> Recommender:
     def score(history, texts):
         return np.broadcast_to(counts, (len(history), counts.shape[0])).copy()
 
-    return Recommender("popularity", score)
+    table = jnp.asarray(counts)
+
+    def item_scores(rows, ids):  # rows: float32[B], only its length counts
+        column = chunked.take(table, ids)
+        return jnp.broadcast_to(column, (rows.shape[0], column.shape[0]))
+
+    prepare = lambda history, texts, _: jnp.zeros(len(history), jnp.float32)  # noqa: E731
+    ranker = chunked.ChunkedScorer(prepare, item_scores, table.shape[0])
+    return Recommender("popularity", score, ranker=ranker)
 
 
 # System name -> EM stage whose prior it is (first EM seed unless `seed`).
@@ -152,7 +196,11 @@ def load_systems(
     cfg = em.EMConfig.from_config(config.em)
     emb = ctx.item_emb
     systems = {
-        "backbone": Recommender("backbone", lambda history, texts: ctx.user_states(history) @ emb.T)
+        "backbone": Recommender(
+            "backbone",
+            lambda history, texts: ctx.user_states(history) @ emb.T,
+            ranker=dot_scorer(lambda history, _: ctx.user_states(history), emb),
+        )
     }
     for name, phase in PRIOR_STAGES.items():
         path = artifacts.em_phase_dir(workdir, seed, phase) / artifacts.BEST_PARAMS
@@ -164,7 +212,9 @@ def load_systems(
     if ctx.item_text_emb is not None:
         items = ctx.item_text_emb
         systems["text"] = Recommender(
-            "text", lambda history, texts: ctx.embed(list(texts)) @ items.T
+            "text",
+            lambda history, texts: ctx.embed(list(texts)) @ items.T,
+            ranker=dot_scorer(lambda _, texts: ctx.embed(list(texts)), items),
         )
         try:
             weights = late_fusion.load_or_fit(config, workdir)
@@ -172,11 +222,11 @@ def load_systems(
             logging.warning("no late_fusion system: %s", e)
         else:
             log_pop = late_fusion.log_popularity(one_turn.popularity_scores(ctx.dataset))
+            parts = (ctx.user_states, ctx.embed, emb, items, log_pop, weights)
             systems["late_fusion"] = Recommender(
                 "late_fusion",
-                late_fusion.recommender_score(
-                    ctx.user_states, ctx.embed, emb, items, log_pop, weights
-                ),
+                late_fusion.recommender_score(*parts),
+                ranker=late_fusion.chunked_scorer(*parts),
             )
     systems["popularity"] = _popularity_system(ctx)
     return systems, ctx

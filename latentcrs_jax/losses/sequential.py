@@ -7,6 +7,10 @@
 * `info_nce`: ICLRec's `NCELoss` (SimCLR-style 2B x 2B InfoNCE, dot-product similarity).
 * `intent_contrast`: ICLRec's `PCLoss` without de-noising: each view against its sequence's
   assigned centroid, with `info_nce`, averaged over the two views.
+* `intent_contrast_pairs`: ICLRec's whole intent term, `intent_contrast` summed over the
+  augmentation pairs (views 2p and 2p + 1).
+* `ce_with_intent`: the intent-aligned backbone's loss (loss="ce_intent"): SASRec-CE plus
+  weight * `intent_contrast_pairs`.
 
 Every function takes an optional `valid: bool[B]` so padding rows of a fixed-size batch add
 nothing (they are dropped from means and, in the contrastive losses, from the negatives).
@@ -251,3 +255,61 @@ def intent_contrast(
         info_nce(v1, assigned_centroids, temperature, valid)
         + info_nce(v2, assigned_centroids, temperature, valid)
     )
+
+
+def intent_contrast_pairs(
+    view_means: jax.Array,
+    assigned_centroids: jax.Array,
+    temperature: float = 1.0,
+    valid: jax.Array | None = None,
+) -> jax.Array:
+    """ICLRec's intent term: `intent_contrast` summed over the P augmentation pairs.
+
+    Args:
+      view_means: float32[2P, B, D] mean-pooled views; pair p is (view_means[2p],
+        view_means[2p + 1]).
+      assigned_centroids: float32[B, D] (L2-normalised) centroid of each row's cluster.
+      temperature: softmax temperature (ICLRec: 1).
+      valid: bool[B] real rows.
+
+    Returns:
+      Scalar loss (a sum over pairs, as ICLRec's `trainers.py`).
+    """
+    total = 0.0
+    for p in range(view_means.shape[0] // 2):
+        total += intent_contrast(
+            view_means[2 * p], view_means[2 * p + 1], assigned_centroids, temperature, valid
+        )
+    return total
+
+
+def ce_with_intent(
+    seq_out: jax.Array,
+    view_means: jax.Array,
+    item_table: jax.Array,
+    target_ids: jax.Array,
+    assigned_centroids: jax.Array,
+    intent_weight: float,
+    temperature: float = 1.0,
+    valid: jax.Array | None = None,
+    chunk_size: int = 0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """SASRec-CE plus ICLRec's intent term (the intent-aligned backbone, loss="ce_intent").
+
+    Args:
+      seq_out: float32[B, L, D] outputs of the un-augmented sequences.
+      view_means: float32[2P, B, D] mean-pooled augmented views (`intent_contrast_pairs`).
+      item_table: float32[N+1, D] item embeddings (row 0 = PAD).
+      target_ids: int32[B, L] next item (0 = no target).
+      assigned_centroids: float32[B, D] unit centroid of each row's cluster.
+      intent_weight: weight of the intent term (ICLRec's intent_cf_weight).
+      temperature: the intent InfoNCE's temperature.
+      valid: bool[B] real rows.
+      chunk_size: as `full_softmax_ce`.
+
+    Returns:
+      (loss, ce, intent): loss = ce + intent_weight * intent, scalars.
+    """
+    ce = full_softmax_ce(seq_out, item_table, target_ids, chunk_size)
+    intent = intent_contrast_pairs(view_means, assigned_centroids, temperature, valid)
+    return ce + intent_weight * intent, ce, intent

@@ -12,6 +12,7 @@ global batch (`sharding.place_batch`), and the compiler inserts the all-reduce.
 import os
 
 import jax
+import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
@@ -57,3 +58,11 @@ def barrier(name: str) -> None:
     process 0 alone changes shared files, the others must not read them before it is done."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"latentcrs_jax: {name}")
+
+
+def same_as_process_0(flag: bool) -> bool:
+    """Process 0's `flag` on every process (itself with one process): a decision that a
+    collective follows, such as a time-based checkpoint save, must not differ between them."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))

@@ -78,10 +78,15 @@ class EMConfig:
     residual_weight: float = 0.0
     text_item_weight: float = 0.0
     eval_item_chunk: int = 0
+    checkpoint_interval_s: float = 60.0
 
     def __post_init__(self):
         if self.eval_item_chunk < 0:
             raise ValueError(f"eval_item_chunk must be >= 0, got {self.eval_item_chunk}")
+        if not self.checkpoint_interval_s >= 0:
+            raise ValueError(
+                f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}"
+            )
 
     @classmethod
     def from_config(cls, section) -> "EMConfig":
@@ -111,7 +116,7 @@ EM_NEUTRAL = {
     "text_item_weight": 0.0,
 }
 # Fields that change speed or memory, not the trained networks: never fingerprinted.
-EM_SPEED_ONLY = ("eval_item_chunk",)
+EM_SPEED_ONLY = ("eval_item_chunk", "checkpoint_interval_s")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -161,6 +161,7 @@ def run_phase(
             patience=task.cfg.patience,
             early_stop_metric=f"valid/{phase.stop_head}/ndcg@10",
             seed=cfg.seed,
+            checkpoint_interval_s=cfg.checkpoint_interval_s,
         ),
         out,
         mesh,

@@ -7,14 +7,18 @@ The Trainer says *how*: it jits the step once (donated state, replicated out_sha
 sharded over the `data` mesh), runs epochs, evaluates every epoch, stops early, checkpoints, and
 resumes automatically.
 
-Resume contract: a checkpoint is written after every finished epoch. Everything an epoch
-depends on is either in the state (params, optimizer state, step, base RNG, task extras) or a
-pure function of (seed, epoch) (data order, negatives, augmentation keys folded from the step),
-so a run killed at any moment and restarted reproduces the never-killed run bit for bit.
+Resume contract: a finished epoch is checkpointed at most every `checkpoint_interval_s`
+seconds (0: every epoch) and always at the end of the run, when early stopping stops it, on a
+non-finite loss and (one process) on an exception; the best epoch is kept in memory until it is
+written (`checkpointing.ThrottledSaver`). Everything an epoch depends on is either in the state
+(params, optimizer state, step, base RNG, task extras) or a pure function of (seed, epoch)
+(data order, negatives, augmentation keys folded from the step), so a run killed at any moment
+and restarted from its newest checkpoint replays the epochs after it and reproduces the
+never-killed run bit for bit (metrics.jsonl is cut back to the checkpoint's epoch on resume).
 
 Non-finite loss: the losses are checked every `check_every_steps` steps and at the end of each
-epoch; the first bad step stops the run with FloatingPointError naming the step, after pending
-checkpoint writes finish, so the last good checkpoint (previous epoch) stays on disk.
+epoch; the first bad step stops the run with FloatingPointError naming the step, after the
+finished epochs kept in memory are written, so the last good epoch (the previous one) is on disk.
 """
 
 import dataclasses
@@ -126,6 +130,8 @@ class TrainerConfig:
       seed: seed of the initial state's PRNG key.
       check_every_steps: how often (steps) the host checks losses for NaN/inf.
       log_every_s: progress log interval in seconds.
+      checkpoint_interval_s: at most one checkpoint save per this many seconds; 0 = every
+        epoch (the end of the run is always saved; a speed setting, results do not change).
     """
 
     max_epochs: int
@@ -137,6 +143,7 @@ class TrainerConfig:
     seed: int = 1
     check_every_steps: int = 50
     log_every_s: float = 30.0
+    checkpoint_interval_s: float = 60.0
 
 
 @dataclasses.dataclass
@@ -172,11 +179,16 @@ class FitResult:
 class Trainer:
     """Runs a Task in `workdir` (the run's directory)."""
 
-    def __init__(self, cfg: TrainerConfig, workdir: str | pathlib.Path, mesh=None):
+    def __init__(
+        self, cfg: TrainerConfig, workdir: str | pathlib.Path, mesh=None, clock=time.monotonic
+    ):
+        """`clock`: monotonic seconds for the checkpoint interval (tests pass a fake one)."""
         self.cfg = cfg
         self.workdir = pathlib.Path(workdir)
         self.mesh = mesh if mesh is not None else sharding.make_mesh()
+        self.clock = clock
         self.train_step_traces = 0
+        self.checkpoint_saves = 0  # checkpoints written by the last `fit`
 
     def _jit_steps(self, task: Task):
         repl = sharding.replicated(self.mesh)
@@ -208,10 +220,12 @@ class Trainer:
         )
         return {f"{split}/{k}": v for k, v in result.items()}
 
-    def _check_finite(self, pending: list[dict], first_step: int, ckpt) -> None:
+    def _check_finite(self, pending: list[dict], first_step: int, saver) -> None:
         losses = np.asarray(jax.device_get([m["loss"] for m in pending]), np.float64)
         bad = np.nonzero(~np.isfinite(losses))[0]
         if len(bad):
+            ckpt = saver.ckpt
+            saver.flush()  # the previous epoch, the last good one
             ckpt.wait_until_finished()
             step = first_step + int(bad[0])
             last = ckpt.latest_step()
@@ -250,14 +264,20 @@ class Trainer:
             n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
             logging.info("fresh start: %d parameters", n_params)
 
+        saver = checkpointing.ThrottledSaver(ckpt, cfg.checkpoint_interval_s, self.clock)
         try:
             steps = (train_steps, eval_step)
-            return self._fit(task, state, start_epoch, abstract, ckpt, stopper, writer, steps)
+            return self._fit(task, state, start_epoch, abstract, saver, stopper, writer, steps)
+        except BaseException:
+            saver.flush_on_error()  # the newest finished epoch, so a rerun resumes after it
+            raise
         finally:
             ckpt.close()  # lets in-flight saves finish even when training raised
+            self.checkpoint_saves = saver.saves
 
-    def _fit(self, task, state, start_epoch, abstract, ckpt, stopper, writer, steps):
+    def _fit(self, task, state, start_epoch, abstract, saver, stopper, writer, steps):
         cfg = self.cfg
+        ckpt = saver.ckpt
         train_steps, eval_step = steps
         t0 = t_last = time.perf_counter()
         epochs_run = start_epoch
@@ -281,9 +301,9 @@ class Trainer:
                 passes.append(pass_name)
                 progress.update(i, n_rows, sync=lambda m=metrics: jax.block_until_ready(m))
                 if len(pending) - checked >= cfg.check_every_steps:
-                    self._check_finite(pending[checked:], first_step + checked, ckpt)
+                    self._check_finite(pending[checked:], first_step + checked, saver)
                     checked = len(pending)
-            self._check_finite(pending[checked:], first_step + checked, ckpt)
+            self._check_finite(pending[checked:], first_step + checked, saver)
             host = jax.device_get(pending)
             record = {"train/loss": float(np.mean([m["loss"] for m in host]))}
             for pass_name in dict.fromkeys(passes):
@@ -308,7 +328,7 @@ class Trainer:
                 "data_order": {"seed": cfg.seed, "epoch": epoch},
                 "metrics": {k: v for k, v in record.items() if math.isfinite(v)},
             }
-            ckpt.save(epoch + 1, state, meta, best=improved)
+            saver.epoch_done(epoch + 1, state, meta, best=improved)
             writer.write(epoch, int(state.step), record)
             epochs_run = epoch + 1
             if stopper.should_stop:
@@ -331,6 +351,7 @@ class Trainer:
             )
             if stopper.should_stop:
                 break
+        saver.flush()  # the end of the run (max_epochs or an early stop) is always on disk
         train_seconds = time.perf_counter() - t0
         ckpt.wait_until_finished()
 

@@ -8,8 +8,11 @@ from latentcrs_jax.models import sasrec
 
 # "iclrec": next-item BCE + instance and intent contrast (the authors'); "ce": full-softmax
 # cross-entropy (SASRec-CE); "bce": ICLRec's next-item BCE alone (SASRec as ICLRec trains it,
-# without the contrastive terms: the ablation that shows what they add).
-LOSSES = ("iclrec", "ce", "bce")
+# without the contrastive terms: the ablation that shows what they add); "ce_intent": SASRec-CE
+# plus ICLRec's intent term (the intent-aligned backbone, beyond the paper).
+LOSSES = ("iclrec", "ce", "bce", "ce_intent")
+# The losses with ICLRec's intent term (K-means every epoch, augmented views).
+INTENT_LOSSES = ("iclrec", "ce_intent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,7 @@ class PretrainConfig:
     augment_window: int = 0
     mask_history_in_eval: bool = True
     eval_item_chunk: int = 0
+    checkpoint_interval_s: float = 60.0
     ce_chunk: int = 512
     microbatch: int = 16
     length_buckets: int = 0
@@ -53,10 +57,11 @@ class PretrainConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"pretrain.loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.length_buckets and self.loss == "iclrec":
+        if self.length_buckets and self.loss in INTENT_LOSSES:
             raise ValueError(
-                "length_buckets does not apply to loss='iclrec' (its in-batch contrast wants "
-                "random batches, and its losses read every padding position)"
+                f"length_buckets does not apply to loss={self.loss!r} (its in-batch contrast "
+                "wants random batches, and its intent term pools over every padding position); "
+                "set pretrain.length_buckets=0"
             )
         if not set(self.eval_splits) <= {"valid", "test"} or "valid" not in self.eval_splits:
             raise ValueError(
@@ -64,14 +69,18 @@ class PretrainConfig:
             )
         if self.query_blocks < 1:
             raise ValueError(f"query_blocks must be >= 1, got {self.query_blocks}")
+        if not self.checkpoint_interval_s >= 0:
+            raise ValueError(
+                f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}"
+            )
         if self.ce_chunk < 1:
             raise ValueError(f"ce_chunk must be >= 1, got {self.ce_chunk}")
         if self.batch_size % self.microbatch_rows:
             raise ValueError(
                 f"microbatch={self.microbatch} must divide batch_size={self.batch_size}"
             )
-        if self.loss == "iclrec" and self.n_views < 2:
-            raise ValueError(f"n_views must be >= 2 for the iclrec loss, got {self.n_views}")
+        if self.loss in INTENT_LOSSES and self.n_views < 2:
+            raise ValueError(f"n_views must be >= 2 for the {self.loss} loss, got {self.n_views}")
 
 
 def model_config_from(backbone, num_items: int) -> sasrec.SASRecConfig:

@@ -1,6 +1,10 @@
 """Host data of backbone training: ICLRec's cut points, left padding, length buckets and the
 BCE loss's negatives.
 
+Memory is O(interactions): the model inputs are users x L, and the two arrays whose width is
+a user's whole history (the augmentation source S[:-3] and the eval splits' masked prefixes)
+are stored ragged (`data.ragged.Ragged`) and left-padded per batch by `task.PretrainTask`.
+
 Data (docs/method.md section 1.4, ICLRec `datasets.py`): one training sample per user, input
 S[:-3] with next-item targets S[1:-2] at every position; valid input S[:-2] -> S[-2]; test
 input S[:-1] -> S[-1]; inputs keep their last `max_len` items, left-padded. Evaluation ranks all
@@ -16,6 +20,8 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+
+from latentcrs_jax.data.ragged import Ragged
 
 
 def left_pad(seqs: Sequence[np.ndarray], width: int) -> np.ndarray:
@@ -38,16 +44,19 @@ def left_pad(seqs: Sequence[np.ndarray], width: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class SequenceData:
-    """Left-padded arrays of the three splits.
+    """The three splits: model inputs left-padded to L, whole histories ragged.
 
     Attributes:
       num_items: N.
       train_users: int32[T] users with a training sample (len(S) >= 4).
       train_input: int32[T, L] S[:-3].
       train_target: int32[T, L] S[1:-2], aligned with train_input.
-      train_full: int32[T, W] the whole S[:-3] (augmentation source), W >= L.
-      eval: split -> dict(user int32[E], input int32[E, L], target int32[E],
-        exclude int32[E, X]) for "valid" (S[:-2] -> S[-2]) and "test" (S[:-1] -> S[-1]).
+      train_full: T ragged rows, the last `full_width` items of S[:-3] (augmentation source).
+      full_width: W >= L, the augmentation source's width (the longest S[:-3], or
+        `augment_window`); batches of `train_full` are left-padded to W.
+      eval: split -> dict(user int32[E], input int32[E, L], target int32[E], exclude: E
+        ragged rows, the whole input prefix) for "valid" (S[:-2] -> S[-2]) and "test"
+        (S[:-1] -> S[-1]).
       user_item_keys: int64 sorted user * (N + 1) + item over whole sequences (negatives).
     """
 
@@ -55,7 +64,8 @@ class SequenceData:
     train_users: np.ndarray
     train_input: np.ndarray
     train_target: np.ndarray
-    train_full: np.ndarray
+    train_full: Ragged
+    full_width: int
     eval: dict
     user_item_keys: np.ndarray
 
@@ -77,7 +87,7 @@ def build_sequence_data(
       augment_window: width of the augmentation source; 0 = the longest S[:-3] (authors).
 
     Returns:
-      The padded arrays.
+      The padded and ragged arrays.
     """
     seqs = [np.asarray(s, np.int64) for s in sequences]
     for u, s in enumerate(seqs):
@@ -97,7 +107,7 @@ def build_sequence_data(
             "user": users,
             "input": left_pad(prefixes, max_len),
             "target": np.array([seqs[u][-cut] for u in users], np.int32),
-            "exclude": left_pad(prefixes, max(len(p) for p in prefixes)),
+            "exclude": Ragged.from_rows(prefixes),
         }
     keys = np.concatenate(
         [u * (num_items + 1) + np.unique(s) for u, s in enumerate(seqs) if len(s)]
@@ -107,7 +117,8 @@ def build_sequence_data(
         train_users=train_users,
         train_input=left_pad(train_in, max_len),
         train_target=left_pad([seqs[u][1:-2] for u in train_users], max_len),
-        train_full=left_pad(train_in, width),
+        train_full=Ragged.from_rows(train_in, keep_last=width),
+        full_width=width,
         eval=evals,
         user_item_keys=np.sort(keys),
     )

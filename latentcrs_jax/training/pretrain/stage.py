@@ -28,6 +28,7 @@ from latentcrs_jax.models import sasrec
 from latentcrs_jax.training import kmeans, loop, sharding
 from latentcrs_jax.training.pretrain.bce import BCETask
 from latentcrs_jax.training.pretrain.ce import CETask
+from latentcrs_jax.training.pretrain.ce_intent import CEIntentTask
 from latentcrs_jax.training.pretrain.config import (
     PretrainConfig,
     model_config_from,
@@ -37,13 +38,19 @@ from latentcrs_jax.training.pretrain.data import SequenceData, build_sequence_da
 from latentcrs_jax.training.pretrain.iclrec import ICLRecTask
 from latentcrs_jax.training.pretrain.task import PretrainTask
 
-TASKS: dict[str, type[PretrainTask]] = {"iclrec": ICLRecTask, "ce": CETask, "bce": BCETask}
+TASKS: dict[str, type[PretrainTask]] = {
+    "iclrec": ICLRecTask,
+    "ce": CETask,
+    "bce": BCETask,
+    "ce_intent": CEIntentTask,
+}
 
 # Pretrain fields that change speed, memory or logging, not the trained model (up to float
 # rounding; `microbatch` also changes which dropout masks are drawn, not their distribution).
 SPEED_ONLY = (
     "eval_batch_size",
     "eval_item_chunk",
+    "checkpoint_interval_s",
     "ce_chunk",
     "remat",
     "query_blocks",
@@ -108,6 +115,7 @@ def train(
             early_stop_metric=cfg.early_stop_metric,
             eval_splits=cfg.eval_splits,
             seed=cfg.seed,
+            checkpoint_interval_s=cfg.checkpoint_interval_s,
         ),
         stage_dir,
         mesh,
@@ -115,7 +123,7 @@ def train(
     fit = trainer.fit(task)
     best = fit.best_state
     centroids = None
-    if cfg.loss == "iclrec" and cfg.faithful_centroid_timing:
+    if task.clusters_each_epoch and cfg.faithful_centroid_timing:
         centroids = np.asarray(jax.device_get(best.extras["centroids"]))  # start of best epoch
     artifacts.save_backbone(stage_dir, model_cfg, jax.device_get(best.params))
     centroids = write_intents(task, best.params, stage_dir, len(sequences), centroids)

@@ -1,6 +1,7 @@
 """What every backbone task shares: state, host batches, the encoder scan, K-means over the
 sequence embeddings and the full-ranking evaluation. One subclass per loss family defines
-`train_step` (`iclrec.ICLRecTask`, `bce.BCETask`, `ce.CETask`; `stage.make_task` picks one).
+`train_step` (`iclrec.ICLRecTask`, `bce.BCETask`, `ce.CETask`, `ce_intent.CEIntentTask`;
+`stage.make_task` picks one).
 """
 
 import dataclasses
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from latentcrs_jax.data.ragged import padded_width
 from latentcrs_jax.evaluation import ranking
 from latentcrs_jax.models import sasrec
 from latentcrs_jax.training import kmeans, loop, sharding
@@ -28,6 +30,8 @@ class PretrainTask:
     # Block-causal attention is exact at real positions only: not for losses that pool over
     # every position (ICLRec's contrast).
     block_causal = True
+    # K-means runs at every epoch's start (centroids in `TrainState.extras`).
+    clusters_each_epoch = False
 
     def __init__(
         self, data: SequenceData, model_cfg: sasrec.SASRecConfig, cfg: PretrainConfig, mesh
@@ -79,8 +83,6 @@ class PretrainTask:
         order = np.random.default_rng([cfg.seed, epoch, 0]).permutation(len(d.train_users))
         neg_rng = np.random.default_rng([cfg.seed, epoch, 1])
         arrays = {"input": d.train_input, "target": d.train_target}
-        if self.uses_full:
-            arrays["full"] = d.train_full
         batches = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
         if cfg.length_buckets:
             # Similar lengths together (stable sort of the shuffled order), batches in random
@@ -94,12 +96,10 @@ class PretrainTask:
             batches = [batches[i] for i in perm]
         for rows in batches:
             width = bucket_width(d.train_input[rows], cfg.length_buckets)
-            batch = next(
-                ranking.padded_batches(
-                    {k: v[rows][:, -width:] if k != "full" else v[rows] for k, v in arrays.items()},
-                    cfg.batch_size,
-                )
-            )
+            chunk = {k: v[rows][:, -width:] for k, v in arrays.items()}
+            if self.uses_full:  # the whole S[:-3], one width W for every batch (one compile)
+                chunk["full"] = d.train_full.left_padded(rows, d.full_width)
+            batch = next(ranking.padded_batches(chunk, cfg.batch_size))
             if self.uses_negatives:  # one sampled negative per target (BCE)
                 users = np.zeros(cfg.batch_size, np.int64)
                 users[: len(rows)] = d.train_users[rows]
@@ -109,19 +109,26 @@ class PretrainTask:
                 batch["negative"] = np.where(batch["target"] > 0, negs, 0).astype(np.int32)
             yield batch
 
+    def exclude_width(self, split: str, rows: np.ndarray) -> int:
+        """Columns of a batch's `exclude`: its longest prefix rounded up to L * 2**k, at most
+        the split's longest prefix (`ragged.padded_width`; a few eval compilations)."""
+        exclude = self.data.eval[split]["exclude"]
+        needed = int(exclude.lengths[rows].max()) if len(rows) else 1
+        return padded_width(needed, self.model_cfg.max_len, exclude.max_length)
+
     def eval_batches(self, split: str) -> Iterator[dict[str, np.ndarray]]:
         """Fixed-size batches of a split; with `length_buckets`, users sorted by input length
-        and each batch cut to its bucket width (right-aligned positions: same scores)."""
+        and each batch cut to its bucket width (right-aligned positions: same scores). Each
+        batch's `exclude` (the whole input prefix) is left-padded to `exclude_width`."""
         e, cfg = self.data.eval[split], self.cfg
-        arrays = {"input": e["input"], "target": e["target"], "exclude": e["exclude"]}
-        if not cfg.length_buckets:
-            yield from ranking.padded_batches(arrays, cfg.eval_batch_size)
-            return
-        order = np.argsort((e["input"] > 0).sum(1), kind="stable")
+        order = np.arange(len(e["target"]))
+        if cfg.length_buckets:
+            order = np.argsort((e["input"] > 0).sum(1), kind="stable")
         for start in range(0, len(order), cfg.eval_batch_size):
             rows = order[start : start + cfg.eval_batch_size]
             width = bucket_width(e["input"][rows], cfg.length_buckets)
-            chunk = {k: v[rows][:, -width:] if k == "input" else v[rows] for k, v in arrays.items()}
+            chunk = {"input": e["input"][rows][:, -width:], "target": e["target"][rows]}
+            chunk["exclude"] = e["exclude"].left_padded(rows, self.exclude_width(split, rows))
             yield next(ranking.padded_batches(chunk, cfg.eval_batch_size))
 
     # -- epoch hook: K-means ------------------------------------------------------------------
