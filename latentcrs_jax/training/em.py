@@ -81,12 +81,9 @@ class EMConfig:
     checkpoint_interval_s: float = 60.0
 
     def __post_init__(self):
-        if self.eval_item_chunk < 0:
-            raise ValueError(f"eval_item_chunk must be >= 0, got {self.eval_item_chunk}")
-        if not self.checkpoint_interval_s >= 0:
-            raise ValueError(
-                f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}"
-            )
+        for name in EM_SPEED_ONLY:  # speed settings: a count or seconds, never negative
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def from_config(cls, section) -> "EMConfig":
