@@ -161,6 +161,8 @@ def test_plot_takes_an_empty_series(tmp_path):
 
 # ----------------------------------------------------------------------- the sweep (slow)
 KS, KLS = (3, 4), (0.5, 1.0)  # tiny: K = 4 and KL weight 1 are the config's
+# The sweep's tests run on the worker of the other users of the session's tiny workdirs
+# (`--dist loadgroup`), so the module's sweep runs once.
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +186,7 @@ def _mtimes(root):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tiny_workdir")
 def test_sweep_writes_every_point_and_the_plot(swept):
     workdir, lines = swept
     result = sensitivity.load(workdir)
@@ -201,6 +204,7 @@ def test_sweep_writes_every_point_and_the_plot(swept):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tiny_workdir")
 def test_each_point_trains_only_what_depends_on_it(swept):
     workdir, _ = swept
     root = workdir / "sensitivity"
@@ -234,6 +238,7 @@ def test_each_point_trains_only_what_depends_on_it(swept):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tiny_workdir")
 def test_a_second_sweep_skips_finished_points_and_the_report_shows_it(swept):
     workdir, _ = swept
     before = _mtimes(workdir / "sensitivity")
