@@ -16,7 +16,7 @@ caching every program cost more in writes than it saved (docs/benchmarks.md). Te
 traces, never compilations, so the cache changes no assertion. `JAX_DISABLE_MOST_OPTIMIZATIONS`
 (default 1 here; set it to 0 to test the fully optimised programs) skips XLA's LLVM
 optimisation: the same HLO programs, compiled in less time and run slower, which for the suite's
-small arrays cuts its CPU time by about a third. The tiny encoded and trained
+small arrays cuts its CPU time by about 30%. The tiny encoded and trained
 workdirs are built once per session (under a file lock, by whichever worker asks first) and each
 worker gets its own copy.
 """
