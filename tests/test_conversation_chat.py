@@ -11,6 +11,7 @@ import pytest
 
 from latentcrs_jax.conversation import chat
 from latentcrs_jax.conversation.features import FeatureVocab
+from latentcrs_jax.conversation.intent_labels import intent_labels
 from latentcrs_jax.data.items import make_item
 from latentcrs_jax.evaluation.recommenders import Recommender
 
@@ -61,7 +62,7 @@ def _session(fail=False):
 
     emb = rng.normal(size=(N + 1, 4)).astype(np.float32)
     centroids = rng.normal(size=(3, 4)).astype(np.float32)
-    names, affinity = chat.intent_labels(centroids, emb, items, vocab, top_items=5)
+    names, affinity = intent_labels(centroids, emb, items, vocab, top_items=5)
     systems = {
         "latentcrs": Recommender("latentcrs", score, intents),
         "text": Recommender("text", score),
@@ -217,7 +218,7 @@ def test_intent_labels_name_the_intents_items():
     vocab = FeatureVocab(items, "movies")
     comedy = np.array([1.0 if "Comedy" in it["genres"] else -1.0 for it in items], np.float32)
     emb = np.stack([comedy, -comedy], axis=1)
-    labels, affinity = chat.intent_labels(np.eye(2, dtype=np.float32), emb, items, vocab, 4)
+    labels, affinity = intent_labels(np.eye(2, dtype=np.float32), emb, items, vocab, 4)
     assert labels[0].startswith("Comedy") and "Comedy" not in labels[1].split(" (e.g.")[0]
     assert affinity.shape == (2, N + 1) and affinity[0, 0] == -np.inf
 
