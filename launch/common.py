@@ -11,6 +11,7 @@ import atexit
 import importlib.util
 import os
 import pathlib
+import shutil
 import sys
 import traceback
 
@@ -22,6 +23,14 @@ from latentcrs_jax.errors import UserInputError
 _TRACEBACK = flags.DEFINE_bool(
     "traceback", False, "Print the Python traceback of an error (also: LATENTCRS_TRACEBACK=1)."
 )
+_COMPILATION_CACHE = flags.DEFINE_bool(
+    "compilation_cache",
+    True,
+    "Keep compiled XLA programs in <workdir>/xla_cache, so that later EM seeds and phases, "
+    "reruns and resumed runs load them instead of compiling again (the same programs: results "
+    "are bit for bit those without it). JAX_COMPILATION_CACHE_DIR, when set, is used instead.",
+)
+XLA_CACHE_DIR = "xla_cache"  # Under the workdir.
 _LOCKS = []  # Held for the life of the process; the kernel releases them at exit.
 
 
@@ -134,7 +143,9 @@ def _lock_workdir(create: bool) -> None:
 
     def release():
         try:  # A new workdir of a run that failed its checks is removed again.
-            if new and [p.name for p in workdir.iterdir()] == [workdir_lock.LOCK_FILE]:
+            left = {p.name for p in workdir.iterdir()}
+            if new and left <= {workdir_lock.LOCK_FILE, XLA_CACHE_DIR}:
+                shutil.rmtree(workdir / XLA_CACHE_DIR, ignore_errors=True)
                 lock.path.unlink()
                 workdir.rmdir()
         except OSError:
@@ -142,6 +153,23 @@ def _lock_workdir(create: bool) -> None:
         lock.release()  # Clears the holder's details; a kill leaves them, harmlessly.
 
     atexit.register(release)
+
+
+def _use_compilation_cache() -> None:
+    """Points JAX's persistent compilation cache at `<workdir>/xla_cache` (see the flag)."""
+    if not _COMPILATION_CACHE.value or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    if "workdir" not in flags.FLAGS or not flags.FLAGS.workdir:
+        return
+    import jax
+
+    jax.config.update(
+        "jax_compilation_cache_dir", str(pathlib.Path(flags.FLAGS.workdir) / XLA_CACHE_DIR)
+    )
+    # Every program, not only those over JAX's default 1 s: an EM phase's are mostly shorter,
+    # and those are what the later seeds reuse.
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def run(main, writes_workdir: bool = True, creates_workdir: bool = True) -> None:
@@ -177,6 +205,8 @@ def run(main, writes_workdir: bool = True, creates_workdir: bool = True) -> None
                     raise UserInputError(f"environment: {e}") from e
                 if writes_workdir and jax.process_index() == 0:
                     _lock_workdir(creates_workdir)
+            if writes_workdir:
+                _use_compilation_cache()
             return main(argv)
         except UserInputError as e:
             fail(str(e))
