@@ -130,13 +130,20 @@ def parse_flags(argv):
 
 
 # ---------------------------------------------------------------------------------- workdir
+def _workdir_flag() -> pathlib.Path | None:
+    """`--workdir` when the binary defines it and it is set."""
+    if "workdir" not in flags.FLAGS or not flags.FLAGS.workdir:
+        return None
+    return pathlib.Path(flags.FLAGS.workdir)
+
+
 def _lock_workdir(create: bool) -> None:
     """Takes the `--workdir` lock (see latentcrs_jax/workdir_lock.py) when the binary has one."""
     from latentcrs_jax import workdir_lock
 
-    if "workdir" not in flags.FLAGS or not flags.FLAGS.workdir:
+    workdir = _workdir_flag()
+    if workdir is None:
         return
-    workdir = pathlib.Path(flags.FLAGS.workdir)
     new = not workdir.exists()
     lock = workdir_lock.acquire(workdir, create=create)
     _LOCKS.append(lock)
@@ -159,13 +166,12 @@ def _use_compilation_cache() -> None:
     """Points JAX's persistent compilation cache at `<workdir>/xla_cache` (see the flag)."""
     if not _COMPILATION_CACHE.value or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return
-    if "workdir" not in flags.FLAGS or not flags.FLAGS.workdir:
+    workdir = _workdir_flag()
+    if workdir is None:
         return
     import jax
 
-    jax.config.update(
-        "jax_compilation_cache_dir", str(pathlib.Path(flags.FLAGS.workdir) / XLA_CACHE_DIR)
-    )
+    jax.config.update("jax_compilation_cache_dir", str(workdir / XLA_CACHE_DIR))
     # Every program, not only those over JAX's default 1 s: an EM phase's are mostly shorter,
     # and those are what the later seeds reuse.
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
