@@ -241,3 +241,56 @@ def test_entropy_and_top_k_switches_run(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
     assert "train/M/entropy" in rows[0]
     assert np.isfinite(fit.final_metrics["valid/prior/ndcg@10"])
+
+
+class _EveryHeadEveryEpoch(em.EMTask):
+    epoch_eval_step = None  # the Trainer evaluates every head each epoch
+
+
+@pytest.mark.parametrize("phase_index", [0, 1])
+def test_per_epoch_eval_of_the_trained_head_gives_the_full_records(tmp_path, phase_index):
+    # The posterior phase trains q only, the prior phase the prior only: each epoch scores
+    # just that head, and the frozen heads' metrics come from the first epoch. The records
+    # must equal evaluating every head in every epoch.
+    cfg = small_config(max_epochs=4, patience=10)
+    phase = em.main_plan()[phase_index]
+    splits, item_emb, intents = synthetic_inputs()
+    mesh = sharding.make_mesh()
+    init = None
+    if phase.init_from:
+        first = em.EMTask(cfg, em.main_plan()[0], splits, item_emb, intents, None, mesh)
+        init = jax.device_get(first.create_state(jax.random.key(1)).params)
+    records = []
+    for cls, out in ((em.EMTask, "part"), (_EveryHeadEveryEpoch, "full")):
+        task = cls(cfg, phase, splits, item_emb, intents, None, mesh, init)
+        trainer = loop.Trainer(
+            loop.TrainerConfig(
+                max_epochs=cfg.max_epochs,
+                patience=cfg.patience,
+                early_stop_metric=f"valid/{phase.stop_head}/ndcg@10",
+                seed=cfg.seed,
+            ),
+            tmp_path / out,
+            mesh,
+        )
+        trainer.fit(task)
+        rows = [json.loads(line) for line in (tmp_path / out / "metrics.jsonl").open()]
+        timing = ("seconds", "per_s")
+        records.append(
+            [{k: v for k, v in r.items() if not any(t in k for t in timing)} for r in rows]
+        )
+    assert len(records[0]) == 5  # 4 epochs and the final record
+    assert records[0] == records[1]
+    trained = f"valid/{phase.stop_head}/ndcg@10"
+    assert len({r[trained] for r in records[0][:4]}) > 1  # the trained head moved
+    state = task.create_state(jax.random.key(0))
+    batch = next(iter(task.eval_batches("valid")))
+    per_epoch = jax.eval_shape(lambda s, b: em.EMTask.epoch_eval_step(task, s, b), state, batch)
+    assert {k.split("/")[0] for k in per_epoch} == {phase.stop_head}
+
+
+def test_a_phase_that_stops_on_an_untrained_head_is_rejected():
+    splits, item_emb, intents = synthetic_inputs()
+    phase = em.EMPhase("odd", ("M",), "posterior")
+    with pytest.raises(ValueError, match="never train"):
+        em.EMTask(small_config(), phase, splits, item_emb, intents, None, sharding.make_mesh())

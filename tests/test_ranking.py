@@ -153,3 +153,49 @@ def test_padded_batches_and_evaluate_are_batch_size_invariant():
 def test_padded_batches_rejects_misaligned_arrays():
     with pytest.raises(ValueError, match="different lengths"):
         list(ranking.padded_batches({"a": np.zeros(3), "b": np.zeros(4)}, 2))
+
+
+def _top_k_rank(masked: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The rank `lax.top_k` gives the target (N+1 where it is not in the finite list)."""
+    n = masked.shape[1]
+    top_scores, top_ids = jax.lax.top_k(jnp.asarray(masked), n)
+    found = (np.asarray(top_ids) == target[:, None]) & np.isfinite(np.asarray(top_scores))
+    return np.where(found.any(1), found.argmax(1), n)
+
+
+def test_counted_rank_equals_top_k_position_with_ties_and_masks():
+    rng = np.random.default_rng(3)
+    b, n_ids = 64, 40
+    # Scores on a coarse grid: many exact ties; some rows entirely tied.
+    scores = rng.integers(0, 5, size=(b, n_ids)).astype(np.float32)
+    scores[:4] = 1.0
+    target = rng.integers(0, n_ids, size=b).astype(np.int32)  # includes PAD (0) as a target
+    hist = rng.integers(0, n_ids, size=(b, 6)).astype(np.int32)
+    masked = np.asarray(ranking.mask_scores(jnp.asarray(scores), hist))
+    got = np.asarray(ranking.target_rank(jnp.asarray(masked), jnp.asarray(target)))
+    want = _top_k_rank(masked, target)
+    np.testing.assert_array_equal(got, want)
+    # Closed form, row by row, with numpy.
+    for i in range(b):
+        s_t = masked[i, target[i]]
+        expect = (
+            n_ids
+            if not np.isfinite(s_t)
+            else int((masked[i] > s_t).sum() + (masked[i, : target[i]] == s_t).sum())
+        )
+        assert got[i] == expect
+    assert (got == n_ids).any() and (got == 0).any()  # misses and first places both occur
+
+
+def test_full_ranking_metrics_equal_the_top_k_route():
+    rng = np.random.default_rng(4)
+    scores = np.round(rng.normal(size=(50, 300)), 1).astype(np.float32)  # ties
+    target = rng.integers(1, 300, size=50).astype(np.int32)
+    hist = rng.integers(0, 300, size=(50, 12)).astype(np.int32)
+    valid = rng.random(50) < 0.8
+    got = jax.device_get(ranking.full_ranking_metrics(scores, target, hist, valid))
+    top_scores, top_ids = jax.lax.top_k(ranking.mask_scores(jnp.asarray(scores), hist), 20)
+    want = jax.device_get(ranking.metrics_from_top_k(top_ids, top_scores, target, valid))
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == want[k], k

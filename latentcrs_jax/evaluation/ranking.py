@@ -8,13 +8,15 @@ metric sums:
 * History items are masked (score -inf) by default; `mask_history=False` ranks them too.
 * Rows can be padding (`valid=False`): they add nothing to sums or counts, so the batch size
   and the padding of the last batch never change a number.
-* Top-K comes from `jax.lax.top_k` with K = max(ks).
+* Scores in one piece (`full_ranking_metrics`) give the target's rank by counting the items
+  ahead of it (one compare and sum per row: ~3x cheaper than `jax.lax.top_k` over 3,534 items on
+  a 2-core CPU); item-chunked scoring keeps a running `jax.lax.top_k` with K = max(ks).
 * Metrics are returned as `(sum, count)` pairs, summed over batches on the host and divided once.
 
-Tie rule: `jax.lax.top_k` puts the lower index first among equal values, so among items with the
-same score the lower item id ranks higher. Equivalently, the target's 0-based rank is
-`#{j : s_j > s_t} + #{j < t : s_j == s_t}` over unmasked ids. The item-chunked path keeps the
-same rule (earlier chunks hold lower ids and come first in every merge).
+Tie rule: among items with the same score the lower item id ranks higher, so the target's 0-based
+rank is `#{j : s_j > s_t} + #{j < t : s_j == s_t}` over unmasked ids. `jax.lax.top_k` puts the
+lower index first among equal values, so the item-chunked path keeps the same rule (earlier
+chunks hold lower ids and come first in every merge).
 
 A target whose score is -inf (it is PAD, or it is in the masked history) is a miss at every K.
 
@@ -80,9 +82,17 @@ def metrics_from_top_k(
     if max(ks) > kmax:
         raise ValueError(f"top list has {kmax} entries but ks={ks} needs {max(ks)}")
     target = jnp.asarray(target)
-    valid = jnp.ones(target.shape, dtype=bool) if valid is None else jnp.asarray(valid)
     found = (top_ids == target[:, None]) & jnp.isfinite(top_scores)  # [B, Kmax]
     rank = jnp.where(found.any(axis=1), jnp.argmax(found, axis=1), kmax)  # [B]; kmax = miss
+    return metrics_from_rank(rank, valid, ks)
+
+
+def metrics_from_rank(
+    rank: jax.Array, valid: jax.Array | None = None, ks: tuple[int, ...] = DEFAULT_KS
+) -> Sums:
+    """HIT@K and NDCG@K sums from each row's 0-based target rank int32[B] (a miss: any rank
+    >= max(ks)); `valid` and the result as `metrics_from_top_k`."""
+    valid = jnp.ones(rank.shape, dtype=bool) if valid is None else jnp.asarray(valid)
     count = valid.astype(jnp.float32).sum()
     gain = 1.0 / jnp.log2(rank.astype(jnp.float32) + 2.0)
     out: Sums = {}
@@ -91,6 +101,25 @@ def metrics_from_top_k(
         out[f"hit@{k}"] = (in_k.astype(jnp.float32).sum(), count)
         out[f"ndcg@{k}"] = (jnp.where(in_k, gain, 0.0).sum(), count)
     return out
+
+
+def target_rank(masked: jax.Array, target: jax.Array) -> jax.Array:
+    """The target's 0-based rank under the tie rule (lower id first among equal scores).
+
+    Args:
+      masked: float32[B, N+1] scores, PAD and excluded items at -inf.
+      target: int32[B] target ids.
+
+    Returns:
+      int32[B]: #{j : s_j > s_t} + #{j < t : s_j == s_t}, or N+1 (a miss at every cut-off)
+      where the target's own score is not finite. NaN scores elsewhere never rank ahead.
+    """
+    target = jnp.asarray(target)
+    s_t = jnp.take_along_axis(masked, target[:, None], axis=1)  # [B, 1]
+    ids = jnp.arange(masked.shape[1])[None, :]
+    ahead = (masked > s_t) | ((masked == s_t) & (ids < target[:, None]))
+    rank = ahead.sum(axis=1, dtype=jnp.int32)
+    return jnp.where(jnp.isfinite(s_t[:, 0]), rank, masked.shape[1])
 
 
 def full_ranking_metrics(
@@ -102,7 +131,7 @@ def full_ranking_metrics(
     ks: tuple[int, ...] = DEFAULT_KS,
     mask_history: bool = True,
 ) -> Sums:
-    """Masks, ranks all items with `lax.top_k` and returns HIT/NDCG sums.
+    """Masks, ranks the target among all items (`target_rank`) and returns HIT/NDCG sums.
 
     Args:
       scores: float32[B, N+1] scores over all item ids incl. PAD 0.
@@ -116,8 +145,7 @@ def full_ranking_metrics(
       {"hit@K"/"ndcg@K": (sum, count)} float32 scalars.
     """
     masked = mask_scores(jnp.asarray(scores, jnp.float32), exclude, mask_history=mask_history)
-    top_scores, top_ids = jax.lax.top_k(masked, max(ks))
-    return metrics_from_top_k(top_ids, top_scores, target, valid, ks)
+    return metrics_from_rank(target_rank(masked, target), valid, ks)
 
 
 def chunked_top_k(

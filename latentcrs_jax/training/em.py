@@ -93,6 +93,11 @@ class EMTask:
         cfg = dataclasses.replace(cfg, **dict(phase.overrides))
         self.cfg, self.phase, self.splits, self.mesh = cfg, phase, splits, mesh
         self.passes = phase.passes
+        if phase.stop_head not in self.trained_heads:
+            raise ValueError(
+                f"phase {phase.name!r} stops on the {phase.stop_head} head, which its passes "
+                f"{phase.passes} never train"
+            )
         self.item_emb = np.asarray(item_emb, np.float32)
         self.posterior = latentcrs.Posterior(jnp.asarray(intents))
         self.prior = latentcrs.Prior(jnp.asarray(intents), cfg.prior_config)
@@ -335,11 +340,25 @@ class EMTask:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def head_vectors(self, params, batch) -> dict[str, jax.Array]:
-        """The user vector of each head, float32[B, d]; score(y) = vector . e_y."""
-        _, post = self.posterior.apply(params["posterior"], batch["h"])
-        _, prior = self.prior.apply(params["prior"], batch["h"], batch["x"], deterministic=True)
-        return {"prior": prior, "posterior": post, "backbone": batch["h"]}
+    def head_vectors(self, params, batch, heads=HEADS) -> dict[str, jax.Array]:
+        """The user vector of each of `heads`, float32[B, d]; score(y) = vector . e_y."""
+        out = {}
+        for head in heads:
+            if head == "prior":
+                _, out[head] = self.prior.apply(
+                    params["prior"], batch["h"], batch["x"], deterministic=True
+                )
+            elif head == "posterior":
+                _, out[head] = self.posterior.apply(params["posterior"], batch["h"])
+            else:
+                out[head] = batch["h"]
+        return out
+
+    @property
+    def trained_heads(self) -> tuple[str, ...]:
+        """The heads this phase's passes change (E: the posterior; M: the prior); the others
+        (and the backbone's, always frozen here) score the same in every epoch."""
+        return tuple(h for h, p in (("prior", "M"), ("posterior", "E")) if p in self.passes)
 
     def _head_scores(self, state, batch, head: str, vec: jax.Array, ids=None) -> jax.Array:
         """float32[B, C] scores of ids int32[C] (None: all N+1), the prior's text term included."""
@@ -356,11 +375,20 @@ class EMTask:
         return scores
 
     def eval_step(self, state, batch) -> ranking.Sums:
-        """Every head's full-ranking sums; with `eval_item_chunk`, items are scored that many
-        at a time under a running top-k (never the [B, N+1] score matrix)."""
+        """Every head's full-ranking sums (see `_eval_heads`)."""
+        return self._eval_heads(state, batch, HEADS)
+
+    def epoch_eval_step(self, state, batch) -> ranking.Sums:
+        """The trained heads' sums: the per-epoch evaluation (the Trainer takes the frozen
+        heads' metrics from its first full evaluation; they cannot change)."""
+        return self._eval_heads(state, batch, self.trained_heads)
+
+    def _eval_heads(self, state, batch, heads) -> ranking.Sums:
+        """The full-ranking sums of `heads`; with `eval_item_chunk`, items are scored that
+        many at a time under a running top-k (never the [B, N+1] score matrix)."""
         num_ids = state.extras["item_emb"].shape[0]
         out = {}
-        for head, vec in self.head_vectors(state.params, batch).items():
+        for head, vec in self.head_vectors(state.params, batch, heads).items():
             if self.cfg.eval_item_chunk:
                 top_scores, top_ids = ranking.chunked_top_k(
                     lambda ids, head=head, vec=vec: self._head_scores(state, batch, head, vec, ids),

@@ -115,6 +115,11 @@ class Task(Protocol):
     def on_epoch_start(self, state: TrainState, epoch: int) -> TrainState:
         """Host hook before each epoch (may update `state.extras`); return the state."""
 
+    # Optional: `epoch_eval_step(state, batch) -> Sums`, the per-epoch evaluation when some of
+    # `eval_step`'s metrics cannot change during the run (e.g. the heads of frozen networks).
+    # It returns the others; the Trainer copies the left-out ones from the run's first
+    # evaluation, which uses `eval_step`.
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
@@ -209,7 +214,11 @@ class Trainer:
             for pass_name in getattr(task, "passes", None) or (None,)
         }
         eval_step = jax.jit(task.eval_step, out_shardings=repl)
-        return train_steps, eval_step
+        epoch_eval = getattr(task, "epoch_eval_step", None)
+        epoch_eval_step = (
+            eval_step if epoch_eval is None else jax.jit(epoch_eval, out_shardings=repl)
+        )
+        return train_steps, eval_step, epoch_eval_step
 
     def evaluate(self, task: Task, eval_step, state: TrainState, split: str) -> dict[str, float]:
         """Full-ranking metrics of `state` on one split, keys "<split>/<metric>"."""
@@ -239,7 +248,7 @@ class Trainer:
         """Trains with resume, early stopping and checkpoints; returns the best state."""
         cfg = self.cfg
         repl = sharding.replicated(self.mesh)
-        train_steps, eval_step = self._jit_steps(task)
+        steps = self._jit_steps(task)
         rng = jax.random.PRNGKey(cfg.seed)
         abstract = jax.eval_shape(task.create_state, rng)
         abstract = jax.tree_util.tree_map(
@@ -266,7 +275,6 @@ class Trainer:
 
         saver = checkpointing.ThrottledSaver(ckpt, cfg.checkpoint_interval_s, self.clock)
         try:
-            steps = (train_steps, eval_step)
             return self._fit(task, state, start_epoch, abstract, saver, stopper, writer, steps)
         except BaseException:
             saver.flush_on_error()  # the newest finished epoch, so a rerun resumes after it
@@ -278,7 +286,8 @@ class Trainer:
     def _fit(self, task, state, start_epoch, abstract, saver, stopper, writer, steps):
         cfg = self.cfg
         ckpt = saver.ckpt
-        train_steps, eval_step = steps
+        train_steps, eval_step, epoch_eval_step = steps
+        first_eval: dict[str, dict] = {}  # split -> this process's first (full) evaluation
         t0 = t_last = time.perf_counter()
         epochs_run = start_epoch
         for epoch in range(start_epoch, cfg.max_epochs):
@@ -313,7 +322,12 @@ class Trainer:
             record["train/samples_per_s"] = progress.rate()  # after the sync of the check
             t_eval = time.perf_counter()
             for split in cfg.eval_splits:
-                record.update(self.evaluate(task, eval_step, state, split))
+                if split in first_eval:  # what epoch_eval_step leaves out keeps its values
+                    part = self.evaluate(task, epoch_eval_step, state, split)
+                    record.update({**first_eval[split], **part})
+                else:
+                    first_eval[split] = self.evaluate(task, eval_step, state, split)
+                    record.update(first_eval[split])
             record["eval/seconds"] = time.perf_counter() - t_eval
             now = time.perf_counter()
             record["time/fit_seconds"] = now - t0  # this process, with eval
