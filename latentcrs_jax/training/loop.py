@@ -4,8 +4,8 @@ A Task (see `Task`) says *what* is trained: how to create the state, the host ba
 epoch, a pure `train_step(state, batch) -> (state, metrics)`, a pure `eval_step(state, batch) ->
 {name: (sum, count)}`, and an optional host hook run at the start of each epoch (e.g. K-means).
 The Trainer says *how*: it jits the step once (donated state, replicated out_shardings, batches
-sharded over the `data` mesh), runs epochs, evaluates every epoch, stops early, checkpoints, and
-resumes automatically.
+sharded over the `data` mesh), runs epochs, evaluates every epoch (with the task's
+`epoch_eval_step` when it has one), stops early, checkpoints, and resumes automatically.
 
 Resume contract: a finished epoch is checkpointed at most every `checkpoint_interval_s`
 seconds (0: every epoch) and always at the end of the run, when early stopping stops it, on a
