@@ -10,10 +10,10 @@ from em_helpers import small_config, synthetic_inputs
 from latentcrs_jax.training import em, loop, sharding
 
 
-def _fit(tmp_path, cfg, stage, init=None, inputs=None):
+def _fit(tmp_path, cfg, stage, init=None, inputs=None, task_cls=em.EMTask):
     splits, item_emb, intents = inputs or synthetic_inputs()
     mesh = sharding.make_mesh()
-    task = em.EMTask(cfg, stage, splits, item_emb, intents, None, mesh, init)
+    task = task_cls(cfg, stage, splits, item_emb, intents, None, mesh, init)
     trainer = loop.Trainer(
         loop.TrainerConfig(
             max_epochs=cfg.max_epochs,
@@ -262,18 +262,7 @@ def test_per_epoch_eval_of_the_trained_head_gives_the_full_records(tmp_path, pha
         init = jax.device_get(first.create_state(jax.random.key(1)).params)
     records = []
     for cls, out in ((em.EMTask, "part"), (_EveryHeadEveryEpoch, "full")):
-        task = cls(cfg, phase, splits, item_emb, intents, None, mesh, init)
-        trainer = loop.Trainer(
-            loop.TrainerConfig(
-                max_epochs=cfg.max_epochs,
-                patience=cfg.patience,
-                early_stop_metric=f"valid/{phase.stop_head}/ndcg@10",
-                seed=cfg.seed,
-            ),
-            tmp_path / out,
-            mesh,
-        )
-        trainer.fit(task)
+        task, _, _ = _fit(tmp_path / out, cfg, phase, init, (splits, item_emb, intents), cls)
         rows = [json.loads(line) for line in (tmp_path / out / "metrics.jsonl").open()]
         timing = ("seconds", "per_s")
         records.append(
