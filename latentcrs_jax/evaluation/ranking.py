@@ -9,8 +9,9 @@ metric sums:
 * Rows can be padding (`valid=False`): they add nothing to sums or counts, so the batch size
   and the padding of the last batch never change a number.
 * Scores in one piece (`full_ranking_metrics`) give the target's rank by counting the items
-  ahead of it (one compare and sum per row: ~3x cheaper than `jax.lax.top_k` over 3,534 items on
-  a 2-core CPU); item-chunked scoring keeps a running `jax.lax.top_k` with K = max(ks).
+  ahead of it: one compare and sum per row, 1.7 ms against `jax.lax.top_k`'s 5.9 ms for
+  480 x 3,534 scores on a 2-core AMD EPYC (Zen 4). Item-chunked scoring keeps a running
+  `jax.lax.top_k` with K = max(ks).
 * Metrics are returned as `(sum, count)` pairs, summed over batches on the host and divided once.
 
 Tie rule: among items with the same score the lower item id ranks higher, so the target's 0-based
