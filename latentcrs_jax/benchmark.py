@@ -144,7 +144,8 @@ def benchmark_em(
             continue
         cfg = dataclasses.replace(base, faithful_backbone=faithful, faithful_e_target=faithful)
         for em_pass in ("E", "M"):
-            phase = dataclasses.replace(em_phase, passes=(em_pass,))
+            stop_head = "posterior" if em_pass == "E" else "prior"
+            phase = dataclasses.replace(em_phase, passes=(em_pass,), stop_head=stop_head)
             task = em.EMTask(
                 cfg, phase, splits, item_emb, intents, (backbone_cfg, backbone_params), mesh
             )

@@ -283,3 +283,18 @@ def test_a_phase_that_stops_on_an_untrained_head_is_rejected():
     phase = em.EMPhase("odd", ("M",), "posterior")
     with pytest.raises(ValueError, match="never train"):
         em.EMTask(small_config(), phase, splits, item_emb, intents, None, sharding.make_mesh())
+
+
+def test_em_benchmark_times_both_passes_and_the_full_ranking():
+    """`benchmark_em` builds one single-pass phase per pass (each stopping on the head its pass
+    trains) and reports positive rates; a phase left stopping on an untrained head fails here."""
+    from configs import tiny
+    from latentcrs_jax import benchmark
+
+    result = benchmark.benchmark_em(
+        tiny.get_config(), num_items=50, eval_users=16, repeats=1, steps=2, modes=("corrected",)
+    )
+    for em_pass in ("E", "M"):
+        assert result[f"em/corrected/{em_pass}_step_samples_per_s"] > 0
+    assert result["ranking/users"] == 16 and result["ranking/users_per_s_3_heads"] > 0
+    assert not any(key.startswith("em/faithful") for key in result)
