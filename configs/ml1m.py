@@ -10,8 +10,8 @@ Variants (comma-separated, e.g. `configs/ml1m.py:ce,faithful`):
   faithful  every bug switch set to the authors' behaviour;
   ce        the SASRec-CE backbone (full-softmax cross-entropy, dropout 0.2, Adam 2e-3, at
             most 30 epochs, early stopping on valid NDCG@10) instead of ICLRec's losses, and
-            EM patience 10 instead of 20: the whole reproduction with 3 EM seeds runs in about
-            half an hour on a 2-core CPU, where the authors' ICLRec schedule (up to 300 epochs,
+            EM patience 10 instead of 20: the whole reproduction with 3 EM seeds takes 29 min
+            on a 2-core AMD EPYC (Zen 4), where the authors' ICLRec schedule (up to 300 epochs,
             patience 40) takes many hours; the K = 512 intents are K-means of its sequence
             embeddings;
   plus      LatentCRS+, extensions beyond the paper (`base.PLUS`: a residual behaviour term
