@@ -144,7 +144,7 @@ def benchmark_em(
             continue
         cfg = dataclasses.replace(base, faithful_backbone=faithful, faithful_e_target=faithful)
         for em_pass in ("E", "M"):
-            stop_head = "posterior" if em_pass == "E" else "prior"
+            stop_head = em.PASS_HEAD[em_pass]
             phase = dataclasses.replace(em_phase, passes=(em_pass,), stop_head=stop_head)
             task = em.EMTask(
                 cfg, phase, splits, item_emb, intents, (backbone_cfg, backbone_params), mesh

@@ -42,6 +42,7 @@ from latentcrs_jax.training.em_config import (  # noqa: F401  (the phases' setti
     EM_NEUTRAL,
     EM_SPEED_ONLY,
     HEADS,
+    PASS_HEAD,
     PHASE_PLANS,
     EMConfig,
     EMPhase,
@@ -358,7 +359,7 @@ class EMTask:
     def trained_heads(self) -> tuple[str, ...]:
         """The heads this phase's passes change (E: the posterior; M: the prior); the others
         (and the backbone's, always frozen here) score the same in every epoch."""
-        return tuple(h for h, p in (("prior", "M"), ("posterior", "E")) if p in self.passes)
+        return tuple(head for p, head in PASS_HEAD.items() if p in self.passes)
 
     def _head_scores(self, state, batch, head: str, vec: jax.Array, ids=None) -> jax.Array:
         """float32[B, C] scores of ids int32[C] (None: all N+1), the prior's text term included."""

@@ -9,6 +9,7 @@ from latentcrs_jax import config_utils
 from latentcrs_jax.models import latentcrs
 
 HEADS = ("prior", "posterior", "backbone")
+PASS_HEAD = {"M": "prior", "E": "posterior"}  # The head each pass trains, in HEADS order.
 
 
 @dataclasses.dataclass(frozen=True)
